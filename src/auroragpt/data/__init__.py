@@ -1,0 +1,1 @@
+"""Data: Megatron-compatible indexed datasets, tokenization, blending and loading."""

@@ -1,0 +1,1 @@
+"""Run anywhere: accelerator and backend detection, launcher environments, process-group set-up."""

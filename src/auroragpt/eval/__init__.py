@@ -1,0 +1,1 @@
+"""Evaluation: perplexity on validation splits and lm-evaluation-harness tasks."""

@@ -1,0 +1,1 @@
+"""Single-device model code. Knows nothing about parallelism or torch.distributed."""

@@ -1,0 +1,1 @@
+"""How a single-device model is spread over devices: DDP, FSDP2, tensor, sequence, pipeline."""

@@ -1,0 +1,1 @@
+"""An OpenAI-compatible inference endpoint with a KV cache and continuous batching."""
