@@ -1,0 +1,373 @@
+"""The generation engine: a per-slot KV cache and continuous batching of concurrent requests.
+
+One background thread owns the model. Between decode steps it admits waiting requests into free
+slots (prefilling each prompt into its slot), then runs one decode step for every running request
+at once: each row sits at its own position, so rotary angles and the attention mask are per row.
+Running rows are kept packed in slots 0..b-1 (a finished row is replaced by the last one), so a
+decode step reads the cache as a plain slice without gathering.
+
+Requests talk to the loop through a `sink` callable that receives `StreamEvent`s; the HTTP layer
+passes one that hops onto its event loop, the blocking helpers pass a `queue.Queue.put`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from auroragpt.log import get_logger
+
+log = get_logger(__name__)
+
+# Text the detokenizer yields for an incomplete UTF-8 sequence; held back until the next token.
+_REPLACEMENT = "\ufffd"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. temperature 0 is greedy; top_k 0 and top_p 1 switch those filters off."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if any(not s for s in self.stop):
+            raise ValueError("stop sequences must be non-empty strings")
+
+
+@dataclass
+class StreamEvent:
+    """New text (and the token ids behind it) for one request; the last one has finished=True."""
+
+    text: str
+    token_ids: list[int]
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" | "length" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Completion:
+    """The whole answer of a blocking `Engine.generate` call."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float
+    latency_s: float
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    sink: Callable[[StreamEvent], None]
+    submitted_at: float
+    generator: torch.Generator | None = None
+    generated: list[int] = field(default_factory=list)
+    emitted_chars: int = 0
+    position: int = 0  # position of the next token to feed (= tokens already in the cache)
+    cancelled: bool = False  # set by the submitter
+    done: bool = False  # set by the engine; the row is released at the end of the step
+
+
+class RequestHandle:
+    """Lets the submitter cancel a request (e.g. the HTTP client went away)."""
+
+    def __init__(self, request: _Request) -> None:
+        self._request = request
+
+    def cancel(self) -> None:
+        self._request.cancelled = True
+
+
+class _PrefillCache:
+    """Cache view for prefilling one prompt into one slot: plain causal attention."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], slot: int) -> None:
+        self.keys, self.values, self.slot = keys, values, slot
+
+    def update(self, layer_id: int, k: torch.Tensor, v: torch.Tensor):
+        length = k.shape[2]
+        self.keys[layer_id][self.slot, :, :length] = k[0]
+        self.values[layer_id][self.slot, :, :length] = v[0]
+        return k, v, None
+
+
+class _DecodeCache:
+    """Cache view for one decode step of rows 0..b-1, each at its own position."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], positions: torch.Tensor) -> None:
+        self.keys, self.values = keys, values
+        self.rows = torch.arange(positions.shape[0], device=positions.device)
+        self.positions = positions
+        self.length = int(positions.max().item()) + 1
+        span = torch.arange(self.length, device=positions.device)
+        self.mask = (span[None, :] <= positions[:, None])[:, None, None, :]  # [b, 1, 1, S]
+
+    def update(self, layer_id: int, k: torch.Tensor, v: torch.Tensor):
+        b = self.rows.shape[0]
+        keys, values = self.keys[layer_id], self.values[layer_id]
+        keys[self.rows, :, self.positions] = k[:, :, 0]
+        values[self.rows, :, self.positions] = v[:, :, 0]
+        return keys[:b, :, : self.length], values[:b, :, : self.length], self.mask
+
+
+def _emit(request: _Request, event: StreamEvent) -> None:
+    """Hand an event to its request; a broken sink cancels only that request."""
+    try:
+        request.sink(event)
+    except Exception:
+        log.warning("dropping a request whose consumer failed", exc_info=True)
+        request.cancelled = True
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """One token id from a [V] row of logits under temperature, top-k and top-p."""
+    if params.temperature == 0:
+        return int(torch.argmax(logits).item())
+    logits = logits.float().cpu() / params.temperature
+    if params.top_k and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+class Engine:
+    """Continuous-batching generator over a `GPT` model and a text tokenizer.
+
+    `max_batch` rows decode together; `max_seq_len` bounds prompt + completion (and the cache).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, *, max_batch: int = 8, max_seq_len: int | None = None) -> None:
+        cfg = model.cfg
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.max_seq_len = min(max_seq_len or cfg.max_seq_len, cfg.max_seq_len)
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        shape = (max_batch, cfg.n_kv_heads, self.max_seq_len, cfg.head_dim)
+        self._keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(cfg.n_layers)]
+        self._values = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(cfg.n_layers)]
+        self._eod = getattr(tokenizer, "eod_id", None)
+        self._waiting: deque[_Request] = deque()
+        self._running: list[_Request] = []  # row i of the cache belongs to _running[i]
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+
+    # ---- submitter side -------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    def start(self) -> "Engine":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="auroragpt-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
+        """Raise ValueError when a request cannot fit in the context window."""
+        if prompt_tokens < 1:
+            raise ValueError("the prompt is empty")
+        if prompt_tokens + max_tokens > self.max_seq_len:
+            raise ValueError(
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the context "
+                f"window of {self.max_seq_len} tokens; shorten the prompt or lower max_tokens"
+            )
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Callable[[StreamEvent], None]) -> RequestHandle:
+        """Queue a request; events go to `sink` from the engine thread."""
+        params.validate()
+        self.check_fits(len(prompt_ids), params.max_tokens)
+        generator = None
+        if params.temperature > 0:
+            generator = torch.Generator()
+            generator.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+        request = _Request(list(prompt_ids), params, sink, time.perf_counter(), generator)
+        with self._wake:
+            if self._stopped:
+                raise RuntimeError("the engine is stopped")
+            self._waiting.append(request)
+            self._wake.notify()
+        self.start()
+        return RequestHandle(request)
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams, timeout_s: float = 600.0) -> Iterator[StreamEvent]:
+        """Blocking iterator over one request's events."""
+        events: queue.Queue[StreamEvent] = queue.Queue()
+        handle = self.submit(prompt_ids, params, events.put)
+        try:
+            while True:
+                event = events.get(timeout=timeout_s)
+                yield event
+                if event.finished:
+                    return
+        finally:
+            handle.cancel()
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams, timeout_s: float = 600.0) -> Completion:
+        """Blocking: the whole completion with its timings."""
+        start = time.perf_counter()
+        first = None
+        text, ids = [], []
+        for event in self.stream(prompt_ids, params, timeout_s):
+            if first is None and event.token_ids:
+                first = time.perf_counter() - start
+            text.append(event.text)
+            ids.extend(event.token_ids)
+            if event.finished:
+                if event.error:
+                    raise RuntimeError(event.error)
+                return Completion("".join(text), ids, event.finish_reason or "stop", event.prompt_tokens,
+                                  event.completion_tokens, first or 0.0, time.perf_counter() - start)
+        raise RuntimeError("the engine stopped before the request finished")
+
+    # ---- engine thread --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._wake:
+                while not self._stopped and not self._waiting and not self._running:
+                    self._wake.wait()
+                if self._stopped:
+                    break
+            try:
+                with torch.inference_mode():
+                    self._admit()
+                    if self._running:
+                        self._decode_step()
+            except Exception as err:  # a bug or out-of-memory: fail the requests, keep serving
+                log.exception("engine step failed")
+                self._fail_all(f"{type(err).__name__}: {err}")
+        self._fail_all("the server is shutting down")
+
+    def _fail_all(self, message: str) -> None:
+        with self._wake:
+            victims = self._running + list(self._waiting)
+            self._running, self._waiting = [], deque()
+        for request in victims:
+            _emit(request, StreamEvent("", [], True, "error", len(request.prompt_ids), len(request.generated), message))
+
+    def _admit(self) -> None:
+        while len(self._running) < self.max_batch:
+            with self._wake:
+                if not self._waiting:
+                    return
+                request = self._waiting.popleft()
+            if request.cancelled:
+                continue
+            slot = len(self._running)
+            tokens = torch.tensor([request.prompt_ids], device=self.device)
+            logits = self.model(tokens, None, _PrefillCache(self._keys, self._values, slot))
+            request.position = len(request.prompt_ids)
+            self._running.append(request)
+            self._accept(slot, logits[0, -1])
+        self._drop_finished()
+
+    def _decode_step(self) -> None:
+        running = self._running
+        tokens = torch.tensor([[r.generated[-1]] for r in running], device=self.device)
+        positions = torch.tensor([r.position for r in running], device=self.device)
+        logits = self.model(tokens, positions[:, None], _DecodeCache(self._keys, self._values, positions))
+        self.steps += 1
+        for row, request in enumerate(running):
+            request.position += 1
+            self._accept(row, logits[row, -1])
+        self._drop_finished()
+
+    def _accept(self, row: int, logits: torch.Tensor) -> None:
+        """Sample a token for `row`, stream the text it completes, and mark the row if done."""
+        request = self._running[row]
+        if request.cancelled:
+            request.done = True
+            return
+        token = sample_next(logits, request.params, request.generator)
+        reason = None
+        if self._eod is not None and token == self._eod:
+            reason = "stop"
+        else:
+            request.generated.append(token)
+        text = self.tokenizer.decode(request.generated)
+        for stop in request.params.stop:
+            found = text.find(stop, max(0, request.emitted_chars - len(stop) + 1))
+            if found >= 0:
+                text, reason = text[:found], "stop"
+        if reason is None and len(request.generated) >= request.params.max_tokens:
+            reason = "length"
+        if reason is None and request.position >= self.max_seq_len:
+            reason = "length"
+        safe = len(text)
+        if reason is None:
+            hold = max((len(s) - 1 for s in request.params.stop), default=0)
+            safe = len(text) - hold
+            while safe > 0 and text[safe - 1] == _REPLACEMENT:
+                safe -= 1
+        new_text = text[request.emitted_chars: safe] if safe > request.emitted_chars else ""
+        request.emitted_chars = max(request.emitted_chars, safe)
+        new_ids = [] if (reason == "stop" and token == self._eod) else [token]
+        _emit(request, StreamEvent(new_text, new_ids, reason is not None, reason,
+                                   len(request.prompt_ids), len(request.generated)))
+        if reason is not None:
+            request.done = True
+
+    def _drop_finished(self) -> None:
+        """Release finished rows, moving the last running row into each hole to keep rows packed."""
+        row = len(self._running) - 1
+        while row >= 0:
+            if self._running[row].done:
+                last = len(self._running) - 1
+                if row != last:
+                    length = self._running[last].position
+                    for cache in (self._keys, self._values):
+                        for layer in cache:
+                            layer[row, :, :length] = layer[last, :, :length]
+                    self._running[row] = self._running[last]
+                self._running.pop()
+            row -= 1
