@@ -1,0 +1,389 @@
+"""Hugging Face Llama folders: export our models to `LlamaForCausalLM`, and import them back.
+
+Our parameter names map one to one onto HF Llama's and the rotary layout is the same (rotate
+half), so both directions copy tensors without permuting them. The name table below is the one
+place that mapping lives. Output folders are written under a temporary name and renamed at the end,
+so a crash never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+
+from auroragpt.errors import ConfigError
+from auroragpt.log import get_logger
+
+log = get_logger(__name__)
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 1000**3
+EOD_TOKEN = "<|endoftext|>"
+
+# (our name, HF name) for the tensors outside the layers, and per layer with "{i}" for the index.
+GLOBAL_NAMES = (
+    ("tok_embeddings.weight", "model.embed_tokens.weight"),
+    ("norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+)
+LAYER_NAMES = (
+    ("layers.{i}.attention_norm.weight", "model.layers.{i}.input_layernorm.weight"),
+    ("layers.{i}.attention.wq.weight", "model.layers.{i}.self_attn.q_proj.weight"),
+    ("layers.{i}.attention.wk.weight", "model.layers.{i}.self_attn.k_proj.weight"),
+    ("layers.{i}.attention.wv.weight", "model.layers.{i}.self_attn.v_proj.weight"),
+    ("layers.{i}.attention.wo.weight", "model.layers.{i}.self_attn.o_proj.weight"),
+    ("layers.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
+    ("layers.{i}.feed_forward.w1.weight", "model.layers.{i}.mlp.gate_proj.weight"),
+    ("layers.{i}.feed_forward.w2.weight", "model.layers.{i}.mlp.down_proj.weight"),
+    ("layers.{i}.feed_forward.w3.weight", "model.layers.{i}.mlp.up_proj.weight"),
+)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def name_map(n_layers: int, tie_embeddings: bool) -> dict[str, str]:
+    """Our state-dict name -> HF name, for every tensor a checkpoint holds."""
+    mapping = {ours: theirs for ours, theirs in GLOBAL_NAMES}
+    if tie_embeddings:
+        del mapping["output.weight"]
+    for i in range(n_layers):
+        for ours, theirs in LAYER_NAMES:
+            mapping[ours.format(i=i)] = theirs.format(i=i)
+    return mapping
+
+
+def hf_config(cfg, dtype: torch.dtype, bos_id: int | None, eos_id: int | None) -> dict:
+    """config.json for LlamaForCausalLM; rope given both ways so transformers 4.x and 5.x read it."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "initializer_range": cfg.init_std,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "use_cache": True,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": None,
+        "torch_dtype": dtype_name,
+        "dtype": dtype_name,
+    }
+
+
+def _fresh_temp_dir(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished temporary folder to `out` (replacing an old one only when asked)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
+        raise ConfigError(f"output folder {out} already exists and is not empty",
+                          hint="choose a new path or pass --overwrite")
+
+
+def _save_weights(tensors: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int) -> list[str]:
+    """model.safetensors, or model-0000i-of-0000n.safetensors shards plus the index json."""
+    from safetensors.torch import save_file
+
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return ["model.safetensors"]
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for file_name, shard in zip(names, shards):
+        save_file(shard, str(folder / file_name), metadata={"format": "pt"})
+        weight_map.update({name: file_name for name in shard})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return names
+
+
+def _tokenizer_files(tokenizer_path: Path, folder: Path, max_seq_len: int) -> tuple[int | None, int | None]:
+    """Copy tokenizer.json and write the config files PreTrainedTokenizerFast reads; (bos, eos) ids."""
+    from tokenizers import Tokenizer
+
+    source = tokenizer_path / "tokenizer.json" if tokenizer_path.is_dir() else tokenizer_path
+    if not source.is_file():
+        raise ConfigError(f"tokenizer file {source} does not exist",
+                          hint="pass --tokenizer PATH to a tokenizer.json, or --no-tokenizer")
+    shutil.copyfile(source, folder / "tokenizer.json")
+    tok = Tokenizer.from_file(str(source))
+    eos_id = tok.token_to_id(EOD_TOKEN)
+    special: dict[str, str] = {}
+    if eos_id is not None:
+        special = {"eos_token": EOD_TOKEN, "bos_token": EOD_TOKEN, "unk_token": EOD_TOKEN}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_seq_len,
+        "clean_up_tokenization_spaces": False,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        **special,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    return eos_id, eos_id
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    lines = ["| | |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in rows]
+    return "\n".join(lines)
+
+
+def _data_mix_lines(mix) -> str:
+    if not mix:
+        return "Not recorded in the checkpoint."
+    if isinstance(mix, dict):
+        rows = [(str(k), str(v)) for k, v in mix.items()]
+    elif isinstance(mix, list) and all(isinstance(x, dict) for x in mix):
+        rows = [(str(x.get("corpus") or x.get("prefix") or i), json.dumps({k: v for k, v in x.items() if k != "corpus"}))
+                for i, x in enumerate(mix)]
+    else:
+        return f"```\n{json.dumps(mix, indent=2, default=str)}\n```"
+    return _table(rows).replace("| | |", "| corpus | share |", 1)
+
+
+def model_card(cfg, meta: dict, name: str) -> str:
+    """README.md: what the model is, how big, and what it was trained on (data mix, tokens seen)."""
+    tokens = meta.get("tokens_seen")
+    shape = [
+        ("parameters", f"{cfg.num_params():,}"),
+        ("layers", str(cfg.n_layers)),
+        ("hidden size", str(cfg.dim)),
+        ("attention heads (key/value)", f"{cfg.n_heads} ({cfg.n_kv_heads})"),
+        ("MLP size", str(cfg.ffn_dim)),
+        ("vocabulary", str(cfg.vocab_size)),
+        ("context length", str(cfg.max_seq_len)),
+        ("rotary theta", str(cfg.rope_theta)),
+        ("tied embeddings", str(cfg.tie_embeddings)),
+    ]
+    training = [
+        ("tokens seen", f"{tokens:,}" if isinstance(tokens, int) else str(tokens or "not recorded")),
+        ("optimizer steps", str(meta.get("step", "not recorded"))),
+    ]
+    return "\n".join([
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "tags: [auroragpt, llama]",
+        "---",
+        f"# {name}",
+        "",
+        "A Llama-architecture causal language model trained with the auroragpt toolbox and exported "
+        "to the Hugging Face `LlamaForCausalLM` format.",
+        "",
+        "## Architecture",
+        "",
+        _table(shape),
+        "",
+        "## Training",
+        "",
+        _table(training),
+        "",
+        "### Data mix",
+        "",
+        _data_mix_lines(meta.get("data_mix")),
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f'model = AutoModelForCausalLM.from_pretrained("{name}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+        "```",
+        "",
+    ])
+
+
+def export_hf(model: torch.nn.Module, out_dir: str | os.PathLike, meta: dict | None = None,
+              tokenizer_path: str | os.PathLike | None = None, dtype: str | None = None,
+              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, overwrite: bool = False) -> Path:
+    """Write a `LlamaForCausalLM` folder for `model` (a `GPT`) at `out_dir`, atomically."""
+    out = Path(out_dir)
+    _check_output(out, overwrite)
+    cfg = model.cfg
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}", hint=f"choose one of {', '.join(DTYPES)}")
+    state = model.state_dict()
+    target = DTYPES[dtype] if dtype else state["tok_embeddings.weight"].dtype
+    tensors = {}
+    for ours, theirs in name_map(cfg.n_layers, cfg.tie_embeddings).items():
+        if ours not in state:
+            raise ConfigError(f"model has no tensor {ours!r}; only a whole (unsharded, all-stage) model can be exported")
+        tensors[theirs] = state[ours].detach().to("cpu", target).contiguous().clone()
+    tmp = _fresh_temp_dir(out)
+    try:
+        _save_weights(tensors, tmp, max_shard_bytes)
+        bos_id = eos_id = None
+        if tokenizer_path is not None:
+            bos_id, eos_id = _tokenizer_files(Path(tokenizer_path), tmp, cfg.max_seq_len)
+        config = hf_config(cfg, target, bos_id, eos_id)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        generation = {"bos_token_id": bos_id, "eos_token_id": eos_id}
+        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        (tmp / "README.md").write_text(model_card(cfg, meta or {}, out.name))
+        if meta:
+            (tmp / "auroragpt_meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %s parameters to %s", f"{cfg.num_params():,}", out)
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist", hint="point at a Hugging Face model folder") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+
+
+def config_from_hf(hf: dict, source: str):
+    """Our ModelConfig from a HF Llama config.json; anything our model cannot represent is an error."""
+    from auroragpt.model.presets import ModelConfig
+
+    if hf.get("model_type") not in ("llama", "mistral"):
+        raise ConfigError(f"{source}: model_type {hf.get('model_type')!r} is not a Llama model",
+                          hint="only LlamaForCausalLM-style checkpoints can be imported")
+    checks = {
+        "hidden_act": (hf.get("hidden_act", "silu"), "silu"),
+        "attention_bias": (bool(hf.get("attention_bias", False)), False),
+        "mlp_bias": (bool(hf.get("mlp_bias", False)), False),
+    }
+    for field, (value, wanted) in checks.items():
+        if value != wanted:
+            raise ConfigError(f"{source}: {field}={value!r} is not supported (our model uses {wanted!r})")
+    rope = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    if rope_type != "default":
+        raise ConfigError(f"{source}: rope scaling {rope_type!r} is not supported", hint="only plain rotary embeddings import")
+    if hf.get("sliding_window"):
+        raise ConfigError(f"{source}: sliding-window attention is not supported")
+    heads = hf["num_attention_heads"]
+    head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+    if head_dim * heads != hf["hidden_size"]:
+        raise ConfigError(f"{source}: head_dim {head_dim} x {heads} heads != hidden_size {hf['hidden_size']}")
+    try:
+        return ModelConfig(
+            dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
+            n_kv_heads=hf.get("num_key_value_heads") or heads, ffn_dim=hf["intermediate_size"],
+            vocab_size=hf["vocab_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
+            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+            norm_eps=float(hf.get("rms_norm_eps", 1e-5)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            init_std=float(hf.get("initializer_range", 0.02)),
+        )
+    except KeyError as err:
+        raise ConfigError(f"{source}: missing field {err.args[0]!r}") from None
+
+
+def _load_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(_read_json(index)["weight_map"].values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise ConfigError(f"{folder} has no model.safetensors or model.safetensors.index.json",
+                          hint="re-save the model with save_pretrained(..., safe_serialization=True)")
+    tensors: dict[str, torch.Tensor] = {}
+    for name in files:
+        tensors.update(load_file(str(folder / name)))
+    return tensors
+
+
+def load_hf(hf_dir: str | os.PathLike, dtype: str | None = "float32"):
+    """A `GPT` (eval mode) with the weights of a HF Llama folder, and our ModelConfig."""
+    from auroragpt.model.gpt import GPT
+
+    folder = Path(hf_dir)
+    cfg = config_from_hf(_read_json(folder / "config.json"), str(folder / "config.json"))
+    weights = _load_hf_weights(folder)
+    mapping = name_map(cfg.n_layers, cfg.tie_embeddings)
+    if not cfg.tie_embeddings and "lm_head.weight" not in weights:
+        raise ConfigError(f"{folder}: tie_word_embeddings is false but lm_head.weight is missing")
+    ignored = re.compile(r"rotary_emb\.inv_freq$")
+    unexpected = sorted(set(weights) - set(mapping.values()) - {"lm_head.weight"} - {k for k in weights if ignored.search(k)})
+    if unexpected:
+        raise ConfigError(f"{folder}: tensors our model has no place for: {unexpected[:5]}")
+    target = DTYPES[dtype] if dtype else weights["model.embed_tokens.weight"].dtype
+    state = {}
+    for ours, theirs in mapping.items():
+        if theirs not in weights:
+            raise ConfigError(f"{folder}: tensor {theirs} is missing")
+        state[ours] = weights[theirs].to(target)
+    if cfg.tie_embeddings:
+        state["output.weight"] = state["tok_embeddings.weight"]
+    model = GPT(cfg).to(target)
+    model.load_state_dict(state, strict=True)
+    model.reset_rotary()
+    return model.eval(), cfg
+
+
+def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, dtype: str | None = "float32",
+              overwrite: bool = False) -> Path:
+    """Convert a HF Llama folder into our model folder (auroragpt.model.io format) for fine-tuning."""
+    from auroragpt.model.io import save_model
+
+    folder, out = Path(hf_dir), Path(out_dir)
+    _check_output(out, overwrite)
+    model, cfg = load_hf(folder, dtype)
+    tokenizer = folder / "tokenizer.json"
+    meta = {"imported_from": str(folder.resolve()), "format": "huggingface-llama"}
+    card = folder / "auroragpt_meta.json"
+    if card.is_file():
+        meta["original_meta"] = _read_json(card)
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    save_model(model, out, meta=meta, tokenizer_path=tokenizer if tokenizer.is_file() else None)
+    log.info("imported %s parameters from %s to %s", f"{cfg.num_params():,}", folder, out)
+    return out
