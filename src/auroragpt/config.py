@@ -1,0 +1,328 @@
+"""Run configuration: dataclass sections, loaded from TOML, with `--section.key=value` overrides.
+
+One file describes a run. Every key is typed by its dataclass field, unknown keys are errors that
+name the file and the key, and the fully-resolved config is written into the run directory so a
+run can be reproduced (or resumed) from its own record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auroragpt.errors import ConfigError
+
+
+@dataclass
+class ModelSection:
+    """A preset from `auroragpt.model.presets` plus field overrides (None keeps the preset's value).
+
+    vocab_size None also means: take it from the tokenizer when one is configured.
+    """
+
+    preset: str = "tiny"
+    vocab_size: int | None = None
+    dim: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None
+    ffn_dim: int | None = None
+    max_seq_len: int | None = None
+    rope_theta: float | None = None
+    norm_eps: float | None = None
+    tie_embeddings: bool | None = None
+    init_std: float | None = None
+
+
+@dataclass
+class ParallelSection:
+    """The device mesh dp_replicate x dp_shard x tp x pp and how the model is spread over it.
+
+    dp_shard = -1 means "whatever the world size leaves over". dp_shard > 1 uses FSDP2
+    (hybrid sharding when dp_replicate > 1 too); dp_replicate alone uses DDP.
+    """
+
+    dp_replicate: int = 1
+    dp_shard: int = -1
+    tp: int = 1
+    pp: int = 1
+    pp_schedule: str = "1F1B"
+    pp_microbatches: int = 0
+    sequence_parallel: bool = True
+    activation_checkpointing: str = "none"
+    compile: bool = False
+    mixed_precision: str = "fp32"
+
+
+@dataclass
+class DataSection:
+    """Where tokens come from: a data-file-list blended by `auroragpt.data.blend`, or synthetic
+    random tokens (benchmarks and tests of the loop itself)."""
+
+    file_list: str = ""
+    tokenizer: str = ""
+    synthetic: bool = False
+    seq_len: int = 256
+    micro_batch: int = 4
+    global_batch: int = 8
+    num_workers: int = 0
+    valid_fraction: float = 0.0
+    seed: int = 1234
+
+
+@dataclass
+class TrainSection:
+    """Length of the run and the step itself. Exactly one of steps / tokens decides the length."""
+
+    steps: int = 0
+    tokens: int = 0
+    seed: int = 42
+    grad_clip: float = 1.0
+    spike_factor: float = 3.0
+    spike_warmup_steps: int = 20
+    max_skipped_in_a_row: int = 5
+    device: str = ""
+
+
+@dataclass
+class OptimSection:
+    """AdamW with decoupled weight decay (on matrices, not on norm gains or biases) and an LR schedule.
+
+    decay_steps = 0 decays over the whole run after warmup."""
+
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    decay: str = "cosine"
+    decay_steps: int = 0
+
+
+@dataclass
+class CheckpointSection:
+    """DCP checkpoints under RUN_DIR/checkpoints/step_XXXXXXXX/; every = 0 saves only at the end."""
+
+    every: int = 0
+    keep_last: int = 3
+    async_save: bool = False
+    resume: bool = True
+    load_from: str = ""
+
+
+@dataclass
+class MetricsSection:
+    """Per-step JSON lines in RUN_DIR/metrics.jsonl; plots at the end; optional external loggers."""
+
+    log_every: int = 1
+    plots: bool = True
+    wandb: bool = False
+    tensorboard: bool = False
+    project: str = "auroragpt"
+
+
+@dataclass
+class RunSection:
+    dir: str = "runs/demo"
+    name: str = ""
+
+
+@dataclass
+class Config:
+    """A whole run. Section names are the TOML table names."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+# The allowed values of string fields that select behaviour: one table, checked in `validate`.
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("optim", "decay"): ("cosine", "linear", "constant"),
+    ("parallel", "pp_schedule"): ("1F1B", "Interleaved1F1B", "GPipe"),
+    ("parallel", "activation_checkpointing"): ("none", "full", "selective"),
+    ("parallel", "mixed_precision"): ("fp32", "bf16"),
+}
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(the scalar type, whether None is allowed) for `int`, `int | None`, ..."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def coerce_value(value: Any, annotation: Any, where: str) -> Any:
+    """Check (TOML values) or convert (override strings) one value to the field's type."""
+    kind, nullable = _base_type(annotation)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        if nullable and text.lower() in ("none", "null", ""):
+            return None
+        if kind is bool:
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        try:
+            value = kind(float(text)) if kind is int and ("e" in text.lower()) else kind(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+    if value is None:
+        if nullable:
+            return None
+        raise ConfigError(f"{where}: a value is required")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    return value
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    if section not in sections:
+        raise ConfigError(f"{source}: unknown section [{section}]", hint=f"sections are: {', '.join(sections)}")
+    target = getattr(cfg, section)
+    field_types = _section_types(type(target))
+    if key not in field_types:
+        raise ConfigError(
+            f"{source}: unknown key {section}.{key}",
+            hint=f"keys of [{section}] are: {', '.join(field_types)}",
+        )
+    setattr(target, key, coerce_value(value, field_types[key], f"{source}: {section}.{key}"))
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> Config:
+    """Read a TOML file (or start from defaults when path is None) and apply `section.key=value`s."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist", hint="check the --config path") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+        for section, table in raw.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: top-level key {section!r} must be a [table]", hint="put keys under [section] headers")
+            for key, value in table.items():
+                if isinstance(value, dict):
+                    raise ConfigError(f"{path}: nested table {section}.{key} is not supported")
+                _apply(cfg, section, key, value, str(path))
+    for item in overrides or []:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    """Apply one `section.key=value` (a leading `--` is allowed)."""
+    text = item[2:] if item.startswith("--") else item
+    name, sep, value = text.partition("=")
+    section, dot, key = name.partition(".")
+    if not sep or not dot or not key:
+        raise ConfigError(f"override {item!r} is not of the form --section.key=value", hint="for example --train.steps=100")
+    _apply(cfg, section, key, value, "command line")
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that need no process group (layout checks live in auroragpt.parallel)."""
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key} = {value!r} is not one of {', '.join(allowed)}")
+    d, t, o = cfg.data, cfg.train, cfg.optim
+    positive = {"data.seq_len": d.seq_len, "data.micro_batch": d.micro_batch, "data.global_batch": d.global_batch,
+                "checkpoint.keep_last": cfg.checkpoint.keep_last, "metrics.log_every": cfg.metrics.log_every,
+                "train.max_skipped_in_a_row": t.max_skipped_in_a_row}
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+    if d.global_batch % d.micro_batch:
+        raise ConfigError(f"data.global_batch ({d.global_batch}) must be a multiple of data.micro_batch ({d.micro_batch})")
+    if (t.steps > 0) == (t.tokens > 0):
+        raise ConfigError("set exactly one of train.steps and train.tokens (the run length)",
+                          hint=f"got train.steps={t.steps}, train.tokens={t.tokens}")
+    if not d.synthetic and not d.file_list:
+        raise ConfigError("data.file_list is empty", hint="point it at a data-file-list, or set data.synthetic=true")
+    if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
+        raise ConfigError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={o.lr}, min_lr={o.min_lr}")
+    if o.warmup_steps < 0 or o.decay_steps < 0:
+        raise ConfigError("optim.warmup_steps and optim.decay_steps must not be negative")
+    if not 0.0 <= d.valid_fraction < 1.0:
+        raise ConfigError(f"data.valid_fraction must be in [0, 1), got {d.valid_fraction}")
+
+
+def total_steps(cfg: Config) -> int:
+    """The run length in optimizer steps (train.tokens is rounded up to whole global batches)."""
+    if cfg.train.steps > 0:
+        return cfg.train.steps
+    tokens_per_step = cfg.data.global_batch * cfg.data.seq_len
+    return -(-cfg.train.tokens // tokens_per_step)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved config as TOML that `load_config` reads back (None fields are left out)."""
+    lines = ["# Fully-resolved run configuration written by auroragpt train."]
+    for section, table in cfg.to_dict().items():
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items() if value is not None)
+    return "\n".join(lines) + "\n"
+
+
+def save_resolved(cfg: Config, run_dir: str | os.PathLike[str]) -> Path:
+    """Write RUN_DIR/config.toml atomically (temp name, then rename)."""
+    out = Path(run_dir) / "config.toml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(to_toml(cfg))
+    os.replace(tmp, out)
+    return out
+
+
+def config_from_dict(data: dict[str, dict[str, Any]], source: str = "saved config") -> Config:
+    """Rebuild a Config from `Config.to_dict()` output (checkpoint metadata)."""
+    cfg = Config()
+    for section, table in data.items():
+        for key, value in table.items():
+            _apply(cfg, section, key, value, source)
+    return cfg

@@ -1,0 +1,248 @@
+"""Checkpoints with torch.distributed.checkpoint (DCP), crash-safe and reshardable.
+
+Layout: RUN_DIR/checkpoints/step_XXXXXXXX/ holding the DCP shards of {"model", "optim"}, one
+`rank_XXXXX.pt` per rank (RNG states) and `meta.json` (step, tokens, loader and guard state,
+config, model config, tokenizer, data mix). Every rank writes into `step_XXXXXXXX.tmp`; rank 0
+renames it to its final name only after all ranks finished, so a directory named `step_XXXXXXXX`
+is always complete, and a kill at any moment leaves the previous checkpoint loadable. Old
+checkpoints are first renamed out of the way, then deleted, for the same reason.
+
+DCP stores every tensor with its global shape, so a checkpoint saved on N ranks loads on M ranks
+under any layout, and `load_inference_model` reads it with no process group at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from auroragpt.errors import AuroraError
+from auroragpt.log import get_logger
+
+log = get_logger(__name__)
+
+CHECKPOINT_NAME = re.compile(r"^step_(\d{8})$")
+META = "meta.json"
+
+
+class CheckpointError(AuroraError):
+    """A checkpoint is missing, incomplete or does not fit the model."""
+
+
+def checkpoints_root(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:
+    return checkpoints_root(run_dir) / f"step_{step:08d}"
+
+
+def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (only complete ones carry the final name)."""
+    root = checkpoints_root(run_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if CHECKPOINT_NAME.match(p.name) and (p / META).is_file()]
+    return sorted(found, key=lambda p: int(CHECKPOINT_NAME.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def remove_incomplete(run_dir: str | os.PathLike[str]) -> None:
+    """Delete leftovers of killed saves and deletions (rank 0, before training starts)."""
+    root = checkpoints_root(run_dir)
+    if root.is_dir():
+        for p in root.iterdir():
+            if ".tmp" in p.name or ".trash" in p.name:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def capture_rng() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _barrier() -> None:
+    if _world() > 1:
+        dist.barrier()
+
+
+class Checkpointer:
+    """Saves and loads training state; every rank calls every method (they are collective)."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], keep_last: int, async_save: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        self.keep_last = keep_last
+        self.async_save = async_save
+        self._pending: tuple[Any, Path, Path, dict] | None = None
+        # Async uploads run collectives from a background thread: give them their own gloo group
+        # so they never interleave with the training collectives.
+        self._group = dist.new_group(backend="gloo") if async_save and _world() > 1 else None
+
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+        """Write checkpoint `step` (blocking unless async_save; then it finishes in the background)."""
+        self.wait()
+        final = checkpoint_path(self.run_dir, step)
+        tmp = final.with_name(final.name + ".tmp")
+        if _rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        _barrier()
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        torch.save(capture_rng(), tmp / f"rank_{_rank():05d}.pt")
+        meta = {**meta, "step": step, "world_size": _world()}
+        if self.async_save:
+            future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group)
+            self._pending = (future, tmp, final, meta)
+        else:
+            dcp.save(state, checkpoint_id=str(tmp))
+            self._finish(tmp, final, meta)
+
+    def wait(self) -> None:
+        """Finish an async save still in flight (called before the next save and at the end)."""
+        if self._pending is None:
+            return
+        future, tmp, final, meta = self._pending
+        self._pending = None
+        future.result()
+        self._finish(tmp, final, meta)
+
+    def _finish(self, tmp: Path, final: Path, meta: dict[str, Any]) -> None:
+        _barrier()
+        if _rank() == 0:
+            meta_tmp = tmp / (META + ".tmp")
+            with open(meta_tmp, "w") as f:
+                json.dump(meta, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(meta_tmp, tmp / META)
+            if final.exists():
+                _discard(final)
+            os.replace(tmp, final)
+            self._prune()
+            log.info("checkpoint saved: %s", final)
+        _barrier()
+
+    def _prune(self) -> None:
+        for old in list_checkpoints(self.run_dir)[: -self.keep_last]:
+            _discard(old)
+
+    def load(self, path: str | os.PathLike[str], model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+        """Load model (and optimizer) state in place, restore this rank's RNG when the world size
+        matches, and return the checkpoint's meta.json."""
+        path = Path(path)
+        meta = read_meta(path)
+        if optimizer is not None:
+            model_sd, optim_sd = get_state_dict(model, optimizer)
+            state = {"model": model_sd, "optim": optim_sd}
+        else:
+            state = {"model": get_state_dict(model, [])[0]}
+        try:
+            dcp.load(state, checkpoint_id=str(path))
+        except Exception as err:  # DCP raises a bare CheckpointException listing missing keys
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {err}",
+                                  hint="resume with the same model config the checkpoint was saved with") from None
+        set_state_dict(model, optimizer if optimizer is not None else [], model_state_dict=state["model"],
+                       optim_state_dict=state.get("optim", {}))
+        rng_file = path / f"rank_{_rank():05d}.pt"
+        if meta.get("world_size") == _world() and rng_file.is_file():
+            restore_rng(torch.load(rng_file, weights_only=False))
+        else:
+            log.info("checkpoint saved on %s ranks, loading on %s: RNG states are reseeded, not restored",
+                     meta.get("world_size"), _world())
+        return meta
+
+
+def _discard(path: Path) -> None:
+    trash = path.with_name(path.name + f".trash-{os.getpid()}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    meta_file = Path(path) / META
+    if not meta_file.is_file():
+        raise CheckpointError(f"{path} is not a complete checkpoint (no {META})",
+                              hint="pass a RUN_DIR/checkpoints/step_XXXXXXXX directory or a run directory")
+    return json.loads(meta_file.read_text())
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint dir as given, or the latest complete checkpoint of a run dir."""
+    path = Path(path)
+    if (path / META).is_file():
+        return path
+    if checkpoints_root(path).is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"run directory {path} has no complete checkpoint yet")
+        return latest
+    raise CheckpointError(f"{path} is neither a checkpoint, a run directory nor a model folder",
+                          hint="expected RUN_DIR, RUN_DIR/checkpoints/step_XXXXXXXX or a folder with config.json + model.safetensors")
+
+
+def load_inference_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The consolidated single-device model (eval mode) and its metadata, from a DCP checkpoint,
+    a run directory (latest checkpoint) or a model folder written by `auroragpt.model.io`.
+
+    Needs no process group: DCP reads all shards of every tensor in one process.
+    """
+    from auroragpt.model.gpt import GPT
+    from auroragpt.model.presets import ModelConfig
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
+    if (path / "config.json").is_file() and not (path / META).is_file():
+        from auroragpt.model.io import load_model
+
+        return load_model(path, device=device)
+    ckpt = resolve_checkpoint(path)
+    meta = read_meta(ckpt)
+    cfg = ModelConfig.from_dict(meta["model_config"], source=f"{ckpt / META}")
+    with torch.device("meta"):
+        model = GPT(cfg)
+    model.to_empty(device=device)
+    model.reset_rotary(device)
+    state = {"model": model.state_dict()}
+    try:
+        dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {ckpt} could not be read: {err}") from None
+    model.load_state_dict(state["model"])
+    model.eval()
+    meta = {**meta, "checkpoint": str(ckpt)}
+    return model, meta
