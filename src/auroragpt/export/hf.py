@@ -23,7 +23,6 @@ from auroragpt.log import get_logger
 log = get_logger(__name__)
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 1000**3
-EOD_TOKEN = "<|endoftext|>"
 
 # (our name, HF name) for the tensors outside the layers, and per layer with "{i}" for the index.
 GLOBAL_NAMES = (
@@ -141,20 +140,15 @@ def _save_weights(tensors: dict[str, torch.Tensor], folder: Path, max_shard_byte
     return names
 
 
-def _tokenizer_files(tokenizer_path: Path, folder: Path, max_seq_len: int) -> tuple[int | None, int | None]:
-    """Copy tokenizer.json and write the config files PreTrainedTokenizerFast reads; (bos, eos) ids."""
-    from tokenizers import Tokenizer
+def _tokenizer_files(tokenizer_path: Path, folder: Path, max_seq_len: int) -> tuple[int | None, int]:
+    """tokenizer.json plus the config files PreTrainedTokenizerFast reads; returns (bos, eos) ids."""
+    from auroragpt.data.tokenizer import load_tokenizer
 
-    source = tokenizer_path / "tokenizer.json" if tokenizer_path.is_dir() else tokenizer_path
-    if not source.is_file():
-        raise ConfigError(f"tokenizer file {source} does not exist",
-                          hint="pass --tokenizer PATH to a tokenizer.json, or --no-tokenizer")
-    shutil.copyfile(source, folder / "tokenizer.json")
-    tok = Tokenizer.from_file(str(source))
-    eos_id = tok.token_to_id(EOD_TOKEN)
-    special: dict[str, str] = {}
-    if eos_id is not None:
-        special = {"eos_token": EOD_TOKEN, "bos_token": EOD_TOKEN, "unk_token": EOD_TOKEN}
+    tok = load_tokenizer(tokenizer_path)
+    tok.backend.save(str(folder / "tokenizer.json"))
+    special = {"eos_token": tok.backend.id_to_token(tok.eod_id)}
+    if tok.bos_id is not None:
+        special["bos_token"] = tok.backend.id_to_token(tok.bos_id)
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": max_seq_len,
@@ -165,7 +159,7 @@ def _tokenizer_files(tokenizer_path: Path, folder: Path, max_seq_len: int) -> tu
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-    return eos_id, eos_id
+    return tok.bos_id, tok.eod_id
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -175,16 +169,19 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 
 def _data_mix_lines(mix) -> str:
+    """The blend as a table: list of {corpus, weight, prefix} (training meta) or {corpus: weight}."""
     if not mix:
         return "Not recorded in the checkpoint."
     if isinstance(mix, dict):
-        rows = [(str(k), str(v)) for k, v in mix.items()]
-    elif isinstance(mix, list) and all(isinstance(x, dict) for x in mix):
-        rows = [(str(x.get("corpus") or x.get("prefix") or i), json.dumps({k: v for k, v in x.items() if k != "corpus"}))
-                for i, x in enumerate(mix)]
-    else:
+        mix = [{"corpus": k, "weight": v} for k, v in mix.items()]
+    if not (isinstance(mix, list) and all(isinstance(x, dict) for x in mix)):
         return f"```\n{json.dumps(mix, indent=2, default=str)}\n```"
-    return _table(rows).replace("| | |", "| corpus | share |", 1)
+    total = sum(float(x.get("weight", 0) or 0) for x in mix) or 1.0
+    lines = ["| corpus | weight | share | data |", "|---|---:|---:|---|"]
+    for x in mix:
+        weight = float(x.get("weight", 0) or 0)
+        lines.append(f"| {x.get('corpus', '')} | {weight:g} | {weight / total:.1%} | {Path(str(x.get('prefix', ''))).name} |")
+    return "\n".join(lines)
 
 
 def model_card(cfg, meta: dict, name: str) -> str:

@@ -1,0 +1,109 @@
+"""Loss and perplexity per corpus on the validation split of a data-file-list.
+
+Each rank scores its share of the validation samples (sample i goes to rank i mod world size);
+per-corpus sums of token losses and token counts are then all-reduced, so the result does not
+depend on the number of ranks. Samples come from the blend plan with split="valid", the same
+held-out documents training never sees.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from auroragpt.log import get_logger
+
+log = get_logger(__name__)
+
+
+@torch.inference_mode()
+def token_losses(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy of each row of `batch` [B, T+1] (inputs then shifted targets)."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits = model(inputs).float()
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return losses.view(targets.shape).sum(dim=1, dtype=torch.float64)
+
+
+def score_samples(model: torch.nn.Module, num_samples: int, sample: Callable[[int], np.ndarray],
+                  corpus_of: Callable[[int], str], corpora: Sequence[str], rank: int = 0, world_size: int = 1,
+                  micro_batch: int = 8) -> dict:
+    """Per-corpus loss sums and token counts over samples 0..num_samples-1, all-reduced across ranks."""
+    device = next(model.parameters()).device
+    column = {name: j for j, name in enumerate(corpora)}
+    # Row 0: summed loss, row 1: predicted tokens, row 2: samples; one column per corpus.
+    totals = torch.zeros(3, len(corpora), dtype=torch.float64, device=device)
+    mine = list(range(rank, num_samples, world_size))
+    for start in range(0, len(mine), micro_batch):
+        ids = mine[start:start + micro_batch]
+        batch = torch.from_numpy(np.stack([np.asarray(sample(i), dtype=np.int64) for i in ids])).to(device)
+        losses = token_losses(model, batch)
+        cols = torch.tensor([column[corpus_of(i)] for i in ids], device=device)
+        totals[0].index_add_(0, cols, losses)
+        totals[1].index_add_(0, cols, torch.full((len(ids),), float(batch.shape[1] - 1), dtype=torch.float64, device=device))
+        totals[2].index_add_(0, cols, torch.ones(len(ids), dtype=torch.float64, device=device))
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(totals)
+    return _summarise(totals.cpu(), corpora)
+
+
+def _summarise(totals: torch.Tensor, corpora: Sequence[str]) -> dict:
+    def entry(loss_sum: float, tokens: float, samples: float) -> dict:
+        # A corpus with no validation samples gets None (JSON null), not NaN.
+        loss = loss_sum / tokens if tokens else None
+        return {"loss": loss, "perplexity": math.exp(loss) if loss is not None else None,
+                "tokens": int(tokens), "samples": int(samples)}
+
+    per_corpus = {name: entry(*totals[:, j].tolist()) for j, name in enumerate(corpora)}
+    return {"corpora": per_corpus, "overall": entry(*totals.sum(dim=1).tolist())}
+
+
+def evaluate_perplexity(model: torch.nn.Module, file_list_path: str | os.PathLike, seq_len: int, num_samples: int,
+                        seed: int = 1234, valid_fraction: float | None = None, rank: int = 0, world_size: int = 1,
+                        micro_batch: int = 8) -> dict:
+    """Loss/perplexity per corpus on the validation split of a data-file-list."""
+    from auroragpt.data.blend import build_blend_plan
+    from auroragpt.data.filelist import parse_file_list
+
+    file_list = parse_file_list(file_list_path)
+    kwargs = {} if valid_fraction is None else {"valid_fraction": valid_fraction}
+    plan = build_blend_plan(file_list, seq_len, num_samples, seed, split="valid", **kwargs)
+    corpora = sorted({entry.corpus for entry in file_list.entries})
+    result = score_samples(model, len(plan), plan.sample, plan.corpus_of, corpora, rank, world_size, micro_batch)
+    result.update({"data_file_list": str(file_list_path), "seq_len": seq_len, "split": "valid", "seed": seed})
+    return result
+
+
+def perplexity_table(result: dict):
+    """A rich Table: one row per corpus, then the total."""
+    from rich.table import Table
+
+    table = Table(title=f"validation perplexity (seq_len {result.get('seq_len')})")
+    for name, justify in (("corpus", "left"), ("samples", "right"), ("tokens", "right"), ("loss", "right"), ("perplexity", "right")):
+        table.add_column(name, justify=justify)
+    rows = list(result["corpora"].items()) + [("all", result["overall"])]
+    for name, r in rows:
+        loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
+        ppl = "-" if r["perplexity"] is None else f"{r['perplexity']:.3f}"
+        table.add_row(name, f"{r['samples']:,}", f"{r['tokens']:,}", loss, ppl,
+                      end_section=name == rows[-2][0])
+    return table
+
+
+def write_json(result: dict, path: str | os.PathLike) -> Path:
+    """Write `result` to `path` atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
