@@ -317,13 +317,16 @@ class IndexedDatasetWriter:
             arr = arr.astype(self.dtype)
         return arr
 
-    def add_document(self, tokens: Iterable[int] | np.ndarray) -> None:
-        """Append one document (one sequence)."""
+    def add_document(self, tokens: Iterable[int] | np.ndarray, sequence_lengths: Iterable[int] | None = None) -> None:
+        """Append one document: one sequence, or several when `sequence_lengths` splits it (Megatron style)."""
         arr = self._as_tokens(tokens)
-        if arr.size > _INT32_MAX:
-            raise DataError(f"{self.prefix}: a document of {arr.size} tokens exceeds the format's int32 length")
+        lengths = [arr.size] if sequence_lengths is None else [int(x) for x in sequence_lengths]
+        if sum(lengths) != arr.size or min(lengths, default=0) < 0:
+            raise ValueError(f"sequence lengths {lengths} do not split {arr.size} tokens")
+        if max(lengths, default=0) > _INT32_MAX:
+            raise DataError(f"{self.prefix}: a sequence of {max(lengths)} tokens exceeds the format's int32 length")
         self._bin.write(arr.tobytes())
-        self._lengths.append(arr.size)
+        self._lengths.extend(lengths)
         self._doc_starts.append(len(self._lengths))
         self._num_tokens += arr.size
 
