@@ -379,8 +379,6 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, dtype: str 
     card = folder / "auroragpt_meta.json"
     if card.is_file():
         meta["original_meta"] = _read_json(card)
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
     save_model(model, out, meta=meta, tokenizer_path=tokenizer if tokenizer.is_file() else None)
     log.info("imported %s parameters from %s to %s", f"{cfg.num_params():,}", folder, out)
     return out
