@@ -1,0 +1,65 @@
+"""Data parallelism: DDP for plain replicas, FSDP2 (`fully_shard`) for sharded and hybrid runs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+
+
+def mixed_precision_policy(enabled: bool):
+    """bf16 compute with fp32 gradient reduction (FSDP2), or full fp32 when disabled."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if not enabled:
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def apply_fsdp(
+    model: nn.Module,
+    dp_mesh: DeviceMesh,
+    *,
+    mixed_precision: bool,
+    reshard_after_forward: bool = True,
+) -> nn.Module:
+    """Shard every transformer block, then the rest, over `dp_mesh` (1-D: FSDP, 2-D: HSDP).
+
+    With a 2-D mesh ("dp_replicate", "dp_shard") parameters are sharded inside a replica group
+    and replicated across groups, which keeps the all-gathers inside a node.
+    Blocks are sharded one by one so that only one block's full weights live at a time.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    policy = mixed_precision_policy(mixed_precision)
+    layers = getattr(model, "layers", None)
+    blocks = list(layers.values()) if layers is not None else []
+    for i, block in enumerate(blocks):
+        # The last block is gathered again right away for backward; keep it unsharded.
+        keep = reshard_after_forward and i < len(blocks) - 1
+        fully_shard(block, mesh=dp_mesh, mp_policy=policy, reshard_after_forward=keep)
+    fully_shard(model, mesh=dp_mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    return model
+
+
+def apply_ddp(model: nn.Module, dp_mesh: DeviceMesh) -> nn.Module:
+    """Wrap in DistributedDataParallel over the 1-D replica mesh.
+
+    The wrapper adds a "module." prefix to parameter names; torch.distributed.checkpoint's
+    get_model_state_dict removes it, so checkpoints keep the single-device names.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = None
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type not in ("cpu", "meta"):
+        device_ids = [param.device]
+    return DistributedDataParallel(model, process_group=dp_mesh.get_group(), device_ids=device_ids, broadcast_buffers=False)
+
+
+def set_gradient_sync(module: nn.Module, enabled: bool) -> None:
+    """Turn the gradient reduction of FSDP2 on or off (off for all but the last accumulation step)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(module, FSDPModule):
+        module.set_requires_gradient_sync(enabled)

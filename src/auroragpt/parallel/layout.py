@@ -1,0 +1,248 @@
+"""How the world is cut into parallel dimensions, and the checks that run before any group exists.
+
+A layout is four sizes, pp x dp_replicate x dp_shard x tp = world size, plus pipeline options.
+`validate` rejects impossible combinations with the numbers in the message, so a 768-rank job
+fails in a second on rank 0 rather than hanging in a collective after the model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from auroragpt.errors import ConfigError
+
+if TYPE_CHECKING:  # only for hints; keeps this module free of torch at import time
+    from torch.distributed.device_mesh import DeviceMesh
+
+    from auroragpt.model.presets import ModelConfig
+
+# The one table of pipeline schedules: name -> whether it runs several virtual stages per rank.
+PP_SCHEDULES: dict[str, bool] = {"1F1B": False, "GPipe": False, "Interleaved1F1B": True}
+
+# Mesh dimension names, outermost first (pp crosses nodes, tp stays inside one).
+MESH_DIMS: tuple[str, ...] = ("pp", "dp_replicate", "dp_shard", "tp")
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """Sizes of each parallel dimension and the pipeline options.
+
+    dp_shard = -1 means "whatever is left of the world" (resolved by `resolve`). With dp_shard == 1
+    and dp_replicate > 1 the replicas use DDP; dp_shard > 1 uses FSDP2, hybrid (HSDP) when
+    dp_replicate > 1 as well.
+    """
+
+    dp_replicate: int = 1
+    dp_shard: int = -1
+    tp: int = 1
+    pp: int = 1
+    pp_schedule: str = "1F1B"
+    pp_microbatches: int = 0  # 0: one per pipeline rank (pp)
+    pp_virtual_stages: int = 1  # stages per pipeline rank; > 1 only with Interleaved1F1B
+    sequence_parallel: bool = True  # with tp > 1, shard norms and residuals along the sequence
+    loss_parallel: bool = False  # with tp > 1, keep logits sharded over the vocabulary for the loss
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "[parallel]") -> "ParallelLayout":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    @property
+    def dp(self) -> int:
+        """Data-parallel degree: how many different batches are processed at once."""
+        return self.dp_replicate * self.dp_shard
+
+    @property
+    def world_size(self) -> int:
+        return self.pp * self.dp_replicate * self.dp_shard * self.tp
+
+    @property
+    def num_microbatches(self) -> int:
+        return self.pp_microbatches or self.pp
+
+    @property
+    def data_parallel_mode(self) -> str:
+        """'fsdp', 'hsdp', 'ddp' or 'none' (derived from the sizes, never set separately)."""
+        if self.dp_shard > 1:
+            return "hsdp" if self.dp_replicate > 1 else "fsdp"
+        return "ddp" if self.dp_replicate > 1 else "none"
+
+    def resolve(self, world_size: int) -> "ParallelLayout":
+        """Fill in dp_shard = -1 from the world size (checked for divisibility)."""
+        if self.dp_shard != -1:
+            return self
+        others = self.pp * self.dp_replicate * self.tp
+        if others <= 0 or world_size % others:
+            raise ConfigError(
+                f"parallel layout: world size {world_size} is not divisible by "
+                f"pp ({self.pp}) x dp_replicate ({self.dp_replicate}) x tp ({self.tp}) = {others}, "
+                "so dp_shard = -1 cannot fill the rest",
+                hint="choose pp, dp_replicate and tp whose product divides the number of ranks",
+            )
+        return dataclasses.replace(self, dp_shard=world_size // others)
+
+
+def validate(
+    layout: ParallelLayout,
+    world_size: int,
+    model_cfg: "ModelConfig",
+    global_batch: int,
+    micro_batch: int,
+) -> ParallelLayout:
+    """Check a layout against the world, the model and the batch sizes; return it resolved.
+
+    Raises ConfigError naming the numbers that do not fit. Touches no process group.
+    """
+    for name in ("dp_replicate", "tp", "pp", "pp_virtual_stages"):
+        value = getattr(layout, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"parallel.{name} must be an integer >= 1, got {value!r}")
+    if not isinstance(layout.dp_shard, int) or isinstance(layout.dp_shard, bool) or (
+        layout.dp_shard < 1 and layout.dp_shard != -1
+    ):
+        raise ConfigError(f"parallel.dp_shard must be an integer >= 1 or -1 (fill the rest), got {layout.dp_shard!r}")
+    if not isinstance(layout.pp_microbatches, int) or layout.pp_microbatches < 0:
+        raise ConfigError(f"parallel.pp_microbatches must be an integer >= 0 (0: one per pipeline rank), got {layout.pp_microbatches!r}")
+    layout = layout.resolve(world_size)
+    if layout.world_size != world_size:
+        raise ConfigError(
+            f"parallel layout pp ({layout.pp}) x dp_replicate ({layout.dp_replicate}) x dp_shard "
+            f"({layout.dp_shard}) x tp ({layout.tp}) = {layout.world_size} ranks, but the job has {world_size}",
+            hint="make the product equal the number of ranks, or set dp_shard = -1 to fill the rest",
+        )
+    _check_tensor_parallel(layout, model_cfg)
+    _check_pipeline(layout, model_cfg)
+    _check_batches(layout, global_batch, micro_batch)
+    if layout.data_parallel_mode == "ddp" and (layout.tp > 1):
+        raise ConfigError(
+            f"DDP (dp_replicate = {layout.dp_replicate} with dp_shard = 1) cannot be combined with tp = {layout.tp}: "
+            "DDP does not understand tensor-parallel (DTensor) parameters",
+            hint="use FSDP2 instead: dp_shard > 1 (with dp_replicate > 1 too for hybrid sharding)",
+        )
+    return layout
+
+
+def _check_tensor_parallel(layout: ParallelLayout, cfg: "ModelConfig") -> None:
+    tp = layout.tp
+    if tp == 1:
+        return
+    for field in ("n_heads", "n_kv_heads", "ffn_dim"):
+        value = getattr(cfg, field)
+        if value % tp:
+            raise ConfigError(
+                f"model.{field} ({value}) is not divisible by tp ({tp}): tensor parallelism gives each "
+                f"rank an equal share of the {field.replace('n_', '').replace('_', ' ')}",
+                hint=f"choose tp among the divisors of {value} that also divide the other head counts",
+            )
+    if layout.loss_parallel and cfg.vocab_size % tp:
+        raise ConfigError(
+            f"model.vocab_size ({cfg.vocab_size}) is not divisible by tp ({tp}), which loss_parallel needs",
+            hint="pad the vocabulary to a multiple of tp, or set parallel.loss_parallel = false",
+        )
+
+
+def _check_pipeline(layout: ParallelLayout, cfg: "ModelConfig") -> None:
+    if layout.pp_schedule not in PP_SCHEDULES:
+        raise ConfigError(
+            f"parallel.pp_schedule {layout.pp_schedule!r} is not known",
+            hint=f"choose one of {', '.join(PP_SCHEDULES)}",
+        )
+    interleaved = PP_SCHEDULES[layout.pp_schedule]
+    v = layout.pp_virtual_stages
+    if layout.pp > 1 and interleaved and v < 2:
+        raise ConfigError(
+            f"parallel.pp_schedule = {layout.pp_schedule} needs pp_virtual_stages >= 2, got {v}",
+            hint="set pp_virtual_stages = 2 (or more), or use the 1F1B schedule",
+        )
+    if v > 1 and not interleaved:
+        raise ConfigError(
+            f"parallel.pp_virtual_stages = {v} needs an interleaved schedule, but pp_schedule = {layout.pp_schedule}",
+            hint="set pp_schedule = \"Interleaved1F1B\", or pp_virtual_stages = 1",
+        )
+    if layout.pp == 1:
+        return
+    stages = layout.pp * v
+    if cfg.n_layers % stages:
+        raise ConfigError(
+            f"model.n_layers ({cfg.n_layers}) is not divisible by pp ({layout.pp}) x pp_virtual_stages ({v}) "
+            f"= {stages} pipeline stages",
+            hint="choose pp and pp_virtual_stages so that every stage gets the same number of layers",
+        )
+    if cfg.tie_embeddings:
+        raise ConfigError(
+            f"model.tie_embeddings = true cannot be used with pp = {layout.pp}: the input embedding lives on the "
+            "first pipeline stage and the output projection on the last, so they cannot share one matrix",
+            hint="set model.tie_embeddings = false (a preset override) or pp = 1",
+        )
+    m = layout.num_microbatches
+    if m < layout.pp:
+        raise ConfigError(
+            f"parallel.pp_microbatches ({m}) is smaller than pp ({layout.pp}); the pipeline would stay mostly idle "
+            "and the 1F1B schedules refuse it",
+            hint=f"set pp_microbatches to a multiple of {layout.pp}",
+        )
+    if interleaved and m % layout.pp:
+        raise ConfigError(
+            f"parallel.pp_microbatches ({m}) must be a multiple of pp ({layout.pp}) for {layout.pp_schedule}",
+            hint=f"set pp_microbatches to a multiple of {layout.pp}",
+        )
+
+
+def _check_batches(layout: ParallelLayout, global_batch: int, micro_batch: int) -> None:
+    for name, value in (("global_batch", global_batch), ("micro_batch", micro_batch)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"train.{name} must be an integer >= 1, got {value!r}")
+    per_step = micro_batch * layout.dp
+    if global_batch % per_step:
+        raise ConfigError(
+            f"train.global_batch ({global_batch}) is not divisible by micro_batch ({micro_batch}) x data-parallel "
+            f"ranks (dp_replicate {layout.dp_replicate} x dp_shard {layout.dp_shard} = {layout.dp}) = {per_step}",
+            hint=f"make global_batch a multiple of {per_step}; the quotient is the number of gradient-accumulation steps",
+        )
+    if layout.pp > 1 and micro_batch % layout.num_microbatches:
+        raise ConfigError(
+            f"train.micro_batch ({micro_batch}) is not divisible by parallel.pp_microbatches ({layout.num_microbatches}): "
+            "the pipeline splits each micro batch into that many equal pieces",
+            hint=f"make micro_batch a multiple of {layout.num_microbatches}",
+        )
+
+
+def grad_accum_steps(layout: ParallelLayout, global_batch: int, micro_batch: int) -> int:
+    """Micro batches each data-parallel rank accumulates per optimizer step (layout validated)."""
+    return global_batch // (micro_batch * layout.dp)
+
+
+def build_mesh(layout: ParallelLayout, device_type: str) -> "DeviceMesh | None":
+    """The 4-D device mesh ("pp", "dp_replicate", "dp_shard", "tp"); None on one process without a group.
+
+    Size-1 dimensions are kept, so code may always ask for mesh["tp"] and the like.
+    """
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if not dist.is_available() or not dist.is_initialized():
+        if layout.world_size == 1:
+            return None
+        raise ConfigError(
+            f"parallel layout needs {layout.world_size} ranks but torch.distributed is not initialised",
+            hint="start the job through `auroragpt launch` (or torchrun) and call auroragpt.dist.setup.setup() first",
+        )
+    world = dist.get_world_size()
+    if layout.world_size != world:
+        raise ConfigError(f"parallel layout covers {layout.world_size} ranks but the process group has {world}")
+    shape = (layout.pp, layout.dp_replicate, layout.dp_shard, layout.tp)
+    return init_device_mesh(device_type, shape, mesh_dim_names=MESH_DIMS)
+
+
+def data_parallel_coordinates(layout: ParallelLayout, mesh: "DeviceMesh | None") -> tuple[int, int]:
+    """(dp_rank, dp_size) for the data loader: ranks that differ only in tp or pp read the same batch."""
+    if mesh is None:
+        return 0, 1
+    replicate = mesh.get_local_rank("dp_replicate")
+    shard = mesh.get_local_rank("dp_shard")
+    return replicate * layout.dp_shard + shard, layout.dp
