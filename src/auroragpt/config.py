@@ -55,7 +55,9 @@ class ParallelSection:
     pp: int = 1
     pp_schedule: str = "1F1B"
     pp_microbatches: int = 0
+    pp_virtual_stages: int = 1
     sequence_parallel: bool = True
+    loss_parallel: bool = False
     activation_checkpointing: str = "none"
     compile: bool = False
     mixed_precision: str = "fp32"
@@ -88,7 +90,6 @@ class TrainSection:
     spike_factor: float = 3.0
     spike_warmup_steps: int = 20
     max_skipped_in_a_row: int = 5
-    device: str = ""
 
 
 @dataclass
@@ -281,6 +282,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError("optim.warmup_steps and optim.decay_steps must not be negative")
     if not 0.0 <= d.valid_fraction < 1.0:
         raise ConfigError(f"data.valid_fraction must be in [0, 1), got {d.valid_fraction}")
+
+
+def override_keys() -> list[tuple[str, str]]:
+    """Every `section.key` a command line may override, with its type name (for CLI options)."""
+    keys = []
+    for section in dataclasses.fields(Config):
+        for key, annotation in _section_types(section.default_factory).items():
+            keys.append((f"{section.name}.{key}", _base_type(annotation)[0].__name__))
+    return keys
 
 
 def total_steps(cfg: Config) -> int:

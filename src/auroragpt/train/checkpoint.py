@@ -13,11 +13,13 @@ under any layout, and `load_inference_model` reads it with no process group at a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from auroragpt.errors import AuroraError
 from auroragpt.log import get_logger
@@ -94,6 +102,14 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+@contextlib.contextmanager
+def _quiet_single_process():
+    """DCP warns that it runs in one process whenever no group exists: that is our intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to (save|load) in a single process")
+        yield
+
+
 def _barrier() -> None:
     if _world() > 1:
         dist.barrier()
@@ -111,8 +127,12 @@ class Checkpointer:
         # so they never interleave with the training collectives.
         self._group = dist.new_group(backend="gloo") if async_save and _world() > 1 else None
 
-    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
-        """Write checkpoint `step` (blocking unless async_save; then it finishes in the background)."""
+    def save(self, step: int, model_parts: list[torch.nn.Module], optimizers: list[torch.optim.Optimizer], meta: dict[str, Any]) -> None:
+        """Write checkpoint `step` (blocking unless async_save; then it finishes in the background).
+
+        `model_parts` are this rank's modules (several with virtual pipeline stages), each with
+        its own optimizer; their state dicts use the single-device names, so they merge.
+        """
         self.wait()
         final = checkpoint_path(self.run_dir, step)
         tmp = final.with_name(final.name + ".tmp")
@@ -120,15 +140,15 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         _barrier()
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        state = {"model": model_sd, "optim": optim_sd}
+        state = training_state(model_parts, optimizers)
         torch.save(capture_rng(), tmp / f"rank_{_rank():05d}.pt")
         meta = {**meta, "step": step, "world_size": _world()}
         if self.async_save:
             future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group)
             self._pending = (future, tmp, final, meta)
         else:
-            dcp.save(state, checkpoint_id=str(tmp))
+            with _quiet_single_process():
+                dcp.save(state, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())
             self._finish(tmp, final, meta)
 
     def wait(self) -> None:
@@ -160,23 +180,21 @@ class Checkpointer:
         for old in list_checkpoints(self.run_dir)[: -self.keep_last]:
             _discard(old)
 
-    def load(self, path: str | os.PathLike[str], model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-        """Load model (and optimizer) state in place, restore this rank's RNG when the world size
-        matches, and return the checkpoint's meta.json."""
+    def load(self, path: str | os.PathLike[str], model_parts: list[torch.nn.Module], optimizers: list[torch.optim.Optimizer]) -> dict[str, Any]:
+        """Load model and optimizer state in place (any saved layout onto this one), restore this
+        rank's RNG when the world size matches, and return the checkpoint's meta.json."""
         path = Path(path)
         meta = read_meta(path)
-        if optimizer is not None:
-            model_sd, optim_sd = get_state_dict(model, optimizer)
-            state = {"model": model_sd, "optim": optim_sd}
-        else:
-            state = {"model": get_state_dict(model, [])[0]}
+        state = training_state(model_parts, optimizers)
         try:
-            dcp.load(state, checkpoint_id=str(path))
+            with _quiet_single_process():
+                dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
         except Exception as err:  # DCP raises a bare CheckpointException listing missing keys
             raise CheckpointError(f"checkpoint {path} does not fit this model: {err}",
                                   hint="resume with the same model config the checkpoint was saved with") from None
-        set_state_dict(model, optimizer if optimizer is not None else [], model_state_dict=state["model"],
-                       optim_state_dict=state.get("optim", {}))
+        for part, optimizer in zip(model_parts, optimizers):
+            set_model_state_dict(part, state["model"], options=_OPTIONS)
+            set_optimizer_state_dict(part, optimizer, state["optim"], options=_OPTIONS)
         rng_file = path / f"rank_{_rank():05d}.pt"
         if meta.get("world_size") == _world() and rng_file.is_file():
             restore_rng(torch.load(rng_file, weights_only=False))
@@ -184,6 +202,21 @@ class Checkpointer:
             log.info("checkpoint saved on %s ranks, loading on %s: RNG states are reseeded, not restored",
                      meta.get("world_size"), _world())
         return meta
+
+
+# strict=False: a pipeline stage holds only some of the model's keys; flat optimizer keys
+# ("state.layers.0.attention.wq.weight.exp_avg") merge across stages and reshard across layouts.
+_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True, strict=False)
+
+
+def training_state(model_parts: list[torch.nn.Module], optimizers: list[torch.optim.Optimizer]) -> dict[str, Any]:
+    """{"model": ..., "optim": ...} merged over this rank's model parts, keyed by parameter name."""
+    model_sd: dict[str, Any] = {}
+    optim_sd: dict[str, Any] = {}
+    for part, optimizer in zip(model_parts, optimizers, strict=True):
+        model_sd.update(get_model_state_dict(part, options=_OPTIONS))
+        optim_sd.update(get_optimizer_state_dict(part, optimizer, options=_OPTIONS))
+    return {"model": model_sd, "optim": optim_sd}
 
 
 def _discard(path: Path) -> None:
@@ -239,7 +272,8 @@ def load_inference_model(path: str | os.PathLike[str], device: str | torch.devic
     model.reset_rotary(device)
     state = {"model": model.state_dict()}
     try:
-        dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
+        with _quiet_single_process():
+            dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
     except Exception as err:
         raise CheckpointError(f"checkpoint {ckpt} could not be read: {err}") from None
     model.load_state_dict(state["model"])

@@ -1,0 +1,249 @@
+"""The training loop. `train(cfg)` reads top to bottom; everything clever is a named function below.
+
+The loop never knows which parallelism is on: `auroragpt.parallel.parallelize` turns the
+single-device model into this rank's parts and gives back one `train_step` (plain, DDP, FSDP2,
+TP or a pipeline schedule alike) and one global `clip_grad_norm_`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from auroragpt.config import Config, save_resolved, total_steps
+from auroragpt.log import configure, get_logger
+from auroragpt.train.checkpoint import Checkpointer, latest_checkpoint, remove_incomplete, resolve_checkpoint
+from auroragpt.train.guard import SpikeGuard
+from auroragpt.train.metrics import MetricsWriter, device_name, memory_gib, peak_flops, throughput, truncate_after
+from auroragpt.train.optim import build_optimizer, lr_at, set_lr
+
+log = get_logger(__name__)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_loss: float
+    skipped_steps: int
+
+
+def train(cfg: Config) -> TrainResult:
+    """Run (or resume) the training job described by `cfg` on every rank of the launched job."""
+    from auroragpt.dist.setup import seed_everything, setup, teardown
+    from auroragpt.parallel.layout import data_parallel_coordinates
+    from auroragpt.parallel.parallelize import parallelize
+
+    info = setup(seed=cfg.train.seed)
+    configure(info.rank)
+    run_dir = Path(cfg.run.dir)
+    model_cfg = resolve_model_config(cfg)
+    steps = total_steps(cfg)
+
+    layout, mesh = build_layout(cfg, model_cfg, info)
+    model = build_model(model_cfg, info.device, cfg.train.seed)
+    runner = parallelize(model, layout, mesh, mixed_precision=cfg.parallel.mixed_precision == "bf16",
+                         activation_checkpoint=cfg.parallel.activation_checkpointing, compile=cfg.parallel.compile,
+                         device=info.device)
+    optimizers = [build_optimizer(part, cfg.optim) for part in runner.model_parts]
+    guard = SpikeGuard(cfg.train.spike_factor, cfg.train.spike_warmup_steps, cfg.train.max_skipped_in_a_row)
+    checkpointer = Checkpointer(run_dir, cfg.checkpoint.keep_last, cfg.checkpoint.async_save)
+
+    prepare_run_dir(cfg, run_dir, info.rank)
+    seed_everything(cfg.train.seed, info.rank)
+    step, tokens_seen = 0, 0
+    resume_path = find_resume_checkpoint(cfg, run_dir)
+    if resume_path is not None:
+        meta = checkpointer.load(resume_path, runner.model_parts, optimizers)
+        step, tokens_seen = meta["step"], meta["tokens_seen"]
+        guard.load_state_dict(meta["guard"])
+        if meta.get("world_size") != info.world_size:
+            seed_everything(cfg.train.seed + step, info.rank)
+        if info.rank == 0:
+            truncate_after(run_dir / "metrics.jsonl", step)
+        log.info("resumed from %s at step %d (%d tokens seen)", resume_path, step, tokens_seen)
+
+    dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
+    loader = build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
+    batches = iter(loader)
+    accum = cfg.data.global_batch // (cfg.data.micro_batch * dp_size)
+    tokens_per_step = cfg.data.global_batch * cfg.data.seq_len
+    flops_per_token = model_cfg.flops_per_token(cfg.data.seq_len)
+    peak = peak_flops(device_name(info.device))
+    metrics = MetricsWriter(run_dir, info.rank == 0, wandb=cfg.metrics.wandb, tensorboard=cfg.metrics.tensorboard,
+                            project=cfg.metrics.project, run_name=cfg.run.name, config=cfg.to_dict())
+    log.info("training %s (%.1fM parameters) for %d steps on %d ranks, %d micro batches per step",
+             cfg.model.preset, model_cfg.num_params() / 1e6, steps, info.world_size, accum)
+
+    loss = float("nan")
+    while step < steps:
+        lr = lr_at(step, cfg.optim, steps)
+        for optimizer in optimizers:
+            set_lr(optimizer, lr)
+        started = time.perf_counter()
+
+        tokens, targets = next_batch(batches, accum)
+        loss = float(runner.train_step(tokens, targets, cross_entropy, grad_accum=accum))
+        grad_norm = float(runner.clip_grad_norm_(cfg.train.grad_clip))
+        if guard.check(step + 1, loss, grad_norm):
+            for optimizer in optimizers:
+                optimizer.step()
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
+        synchronize(info.device)
+        elapsed = time.perf_counter() - started
+        step += 1
+        tokens_seen += tokens_per_step
+        if step % cfg.metrics.log_every == 0 or step == steps:
+            record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
+                      "step_time_s": elapsed, "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
+                      **throughput(tokens_per_step, elapsed, flops_per_token, info.world_size, peak)}
+            metrics.write(record)
+            log.info(format_record(record))
+        if should_checkpoint(cfg, step, steps):
+            meta = checkpoint_meta(cfg, model_cfg, step, tokens_seen, guard)
+            checkpointer.save(step, runner.model_parts, optimizers, meta)
+
+    checkpointer.wait()
+    metrics.close()
+    if info.rank == 0 and cfg.metrics.plots:
+        from auroragpt.train.plots import write_plots
+
+        write_plots(run_dir)
+    teardown()
+    return TrainResult(run_dir, step, loss, guard.skipped_total)
+
+
+# ----------------------------------------------------------------------------------------------
+# The named pieces, in the order the loop uses them.
+
+
+def resolve_model_config(cfg: Config):
+    """The preset with the config's overrides; vocab_size from the tokenizer unless set."""
+    from auroragpt.model.presets import get_preset
+
+    overrides = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "preset" and v is not None}
+    if "vocab_size" not in overrides and cfg.data.tokenizer and not cfg.data.synthetic:
+        from auroragpt.data.tokenizer import load_tokenizer
+
+        overrides["vocab_size"] = load_tokenizer(cfg.data.tokenizer).vocab_size
+    overrides.setdefault("max_seq_len", cfg.data.seq_len)
+    return get_preset(cfg.model.preset, **overrides)
+
+
+def build_layout(cfg: Config, model_cfg, info):
+    """Validate the parallel layout against world, model and batch (before any group work) and
+    build the device mesh."""
+    from auroragpt.parallel.layout import ParallelLayout, build_mesh, validate
+
+    fields = {f.name for f in dataclasses.fields(ParallelLayout)}
+    raw = {k: v for k, v in dataclasses.asdict(cfg.parallel).items() if k in fields}
+    layout = validate(ParallelLayout.from_dict(raw), info.world_size, model_cfg, cfg.data.global_batch, cfg.data.micro_batch)
+    return layout, build_mesh(layout, info.device.type)
+
+
+def build_model(model_cfg, device: torch.device, seed: int) -> torch.nn.Module:
+    """The full single-device model, initialised identically on every rank from `seed`."""
+    from auroragpt.model.gpt import GPT
+
+    with torch.device(device):
+        model = GPT(model_cfg)
+    model.init_weights(torch.Generator(device=device).manual_seed(seed))
+    return model
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path, rank: int) -> None:
+    """Rank 0 creates the run dir, writes the resolved config and clears half-written checkpoints."""
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_resolved(cfg, run_dir)
+        remove_incomplete(run_dir)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def find_resume_checkpoint(cfg: Config, run_dir: Path) -> Path | None:
+    """checkpoint.load_from when given, else the run's latest checkpoint when checkpoint.resume."""
+    if cfg.checkpoint.load_from:
+        return resolve_checkpoint(cfg.checkpoint.load_from)
+    if cfg.checkpoint.resume:
+        return latest_checkpoint(run_dir)
+    return None
+
+
+def build_data_loader(cfg: Config, model_cfg, dp_rank: int, dp_size: int, start_sample: int, steps: int):
+    """The blend loader over the data-file-list, or synthetic tokens; resumes at `start_sample`."""
+    d = cfg.data
+    if d.synthetic:
+        from auroragpt.train.synthetic import SyntheticLoader
+
+        return SyntheticLoader(model_cfg.vocab_size, d.seq_len, dp_rank, dp_size, d.micro_batch, d.global_batch,
+                               seed=d.seed, start_sample=start_sample)
+    from auroragpt.data.blend import build_blend_plan
+    from auroragpt.data.filelist import parse_file_list
+    from auroragpt.data.loader import build_loader
+
+    plan = build_blend_plan(parse_file_list(d.file_list), d.seq_len, steps * d.global_batch, d.seed,
+                            split="train", valid_fraction=d.valid_fraction)
+    return build_loader(plan, dp_rank, dp_size, d.micro_batch, d.global_batch, num_workers=d.num_workers,
+                        start_sample=start_sample)
+
+
+def next_batch(batches: Iterator[torch.Tensor], accum: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's share of one global batch: `accum` micro batches, as inputs and shifted targets."""
+    rows = torch.cat([next(batches) for _ in range(accum)])
+    return rows[:, :-1], rows[:, 1:]
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss, computed in fp32 whatever the activations' dtype."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(0, 1))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device so step times are real (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "xpu":
+        torch.xpu.synchronize(device)
+
+
+def should_checkpoint(cfg: Config, step: int, steps: int) -> bool:
+    every = cfg.checkpoint.every
+    return step == steps or (every > 0 and step % every == 0)
+
+
+def checkpoint_meta(cfg: Config, model_cfg, step: int, tokens_seen: int, guard: SpikeGuard) -> dict[str, Any]:
+    """What a checkpoint records besides tensors: enough to resume, evaluate, export and serve."""
+    return {
+        "tokens_seen": tokens_seen,
+        "samples_seen": step * cfg.data.global_batch,
+        "guard": guard.state_dict(),
+        "model_config": model_cfg.to_dict(),
+        "tokenizer": str(Path(cfg.data.tokenizer).resolve()) if cfg.data.tokenizer else None,
+        "data": {"file_list": cfg.data.file_list, "seq_len": cfg.data.seq_len, "synthetic": cfg.data.synthetic,
+                 "mix": read_data_mix(cfg.data.file_list)},
+        "config": cfg.to_dict(),
+    }
+
+
+def read_data_mix(file_list: str) -> list[dict[str, Any]] | None:
+    """The blend's (weight, prefix, corpus) entries, recorded so a checkpoint tells what it saw."""
+    if not file_list:
+        return None
+    from auroragpt.data.filelist import parse_file_list
+
+    return [{"weight": e.weight, "prefix": str(e.prefix), "corpus": e.corpus} for e in parse_file_list(file_list).entries]
+
+
+def format_record(r: dict[str, Any]) -> str:
+    mfu = f" mfu {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else ""
+    return (f"step {r['step']:>6} loss {r['loss']:.4f} lr {r['lr']:.2e} grad {r['grad_norm']:.3f} "
+            f"{r['tokens_per_s']:,.0f} tok/s {r['tflops_per_device']:.2f} TFLOP/s/dev{mfu} mem {r['memory_gib']:.2f} GiB")
