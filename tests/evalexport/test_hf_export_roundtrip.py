@@ -1,0 +1,96 @@
+"""Export to a HF Llama folder that transformers loads and agrees with, and import back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from evalexport_models import make_model
+
+from auroragpt.cli import main
+from auroragpt.errors import ConfigError
+from auroragpt.model.generate import generate
+from auroragpt.model.io import load_model, save_model
+
+transformers = pytest.importorskip("transformers")
+
+META = {"tokens_seen": 123456, "step": 42,
+        "data": {"mix": [{"weight": 0.7, "prefix": "/d/prose_text_document", "corpus": "prose"},
+                         {"weight": 0.3, "prefix": "/d/code_text_document", "corpus": "code"}]}}
+
+
+def _export_via_cli(tmp_path, model, tokenizer_path, *extra):
+    folder = save_model(model, tmp_path / "ours", meta=META, tokenizer_path=tokenizer_path)
+    out = tmp_path / "hf"
+    assert main(["export", "hf", str(folder), str(out), *extra]) == 0
+    return out
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_transformers_loads_export_and_matches_logits_and_greedy_generation(tmp_path, tokenizer_path, tie):
+    torch.manual_seed(0)
+    model = make_model(tie=tie)
+    # The tied model is also split into shards, to test the index json.
+    out = _export_via_cli(tmp_path, model, tokenizer_path, *(["--max-shard-size", "60KB"] if tie else []))
+    if tie:
+        index = json.loads((out / "model.safetensors.index.json").read_text())
+        assert len(set(index["weight_map"].values())) > 1
+    else:
+        assert (out / "model.safetensors").is_file()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(hf).__name__ == "LlamaForCausalLM"
+    tokens = torch.randint(0, model.cfg.vocab_size, (2, 40))
+    with torch.no_grad():
+        assert torch.allclose(hf(tokens).logits, model(tokens), atol=1e-4, rtol=0)
+        prompt = tokens[:1, :6]
+        theirs = hf.generate(prompt, max_new_tokens=24, do_sample=False, pad_token_id=0, eos_token_id=None)
+    ours = generate(model, [prompt[0].tolist()], 24)[0]
+    assert theirs[0, 6:].tolist() == ours
+    assert len(set(ours)) > 3  # a real continuation, not one token repeated
+
+
+def test_exported_tokenizer_and_model_card(tmp_path, tokenizer_path):
+    from auroragpt.data.tokenizer import load_tokenizer
+
+    out = _export_via_cli(tmp_path, make_model(), tokenizer_path)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    ours = load_tokenizer(tokenizer_path)
+    text = "The lazy dog returns a + b."
+    assert hf_tok(text).input_ids == ours.encode(text)
+    assert hf_tok.eos_token_id == ours.eod_id
+    card = (out / "README.md").read_text()
+    assert "123,456" in card and "| prose | 0.7 | 70.0% |" in card and "| code | 0.3 | 30.0% |" in card
+    assert json.loads((out / "config.json").read_text())["eos_token_id"] == ours.eod_id
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_import_round_trip_gives_the_same_model(tmp_path, tokenizer_path):
+    model = make_model(tie=False, seed=3)
+    out = _export_via_cli(tmp_path, model, tokenizer_path, "--max-shard-size", "100KB")
+    back = tmp_path / "imported"
+    assert main(["import", "hf", str(out), str(back)]) == 0
+    loaded, config = load_model(back)
+    assert loaded.cfg == model.cfg
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert (back / "tokenizer.json").is_file()
+    assert config["meta"]["original_meta"]["tokens_seen"] == 123456
+
+
+def test_import_rejects_what_our_model_cannot_represent(tmp_path, tokenizer_path):
+    out = _export_via_cli(tmp_path, make_model(), tokenizer_path)
+    config = json.loads((out / "config.json").read_text())
+    config["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0}
+    (out / "config.json").write_text(json.dumps(config))
+    from auroragpt.export.hf import import_hf
+
+    with pytest.raises(ConfigError, match="rope scaling 'llama3'"):
+        import_hf(out, tmp_path / "nope")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_export_refuses_to_clobber_an_existing_folder(tmp_path, tokenizer_path, capsys):
+    out = _export_via_cli(tmp_path, make_model(), tokenizer_path)
+    assert main(["export", "hf", str(tmp_path / "ours"), str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
