@@ -1,0 +1,132 @@
+"""Starting the native server: load the model and tokenizer, build the engine and app, run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+from pathlib import Path
+
+from auroragpt.errors import ConfigError
+from auroragpt.log import get_logger
+
+log = get_logger(__name__)
+
+def is_hf_folder(path: Path) -> bool:
+    """A Hugging Face model folder (config.json with model_type/architectures), not one of ours."""
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except ValueError:
+        return False
+    return isinstance(data, dict) and ("model_type" in data or "architectures" in data) and "format" not in data
+
+
+def _tokenizer_path(path: Path, meta: dict, override: str | None) -> Path:
+    if override:
+        return Path(override)
+    candidates = []
+    for key in ("tokenizer_path", "tokenizer"):
+        for source in (meta, meta.get("meta") or {}):
+            value = source.get(key) if isinstance(source, dict) else None
+            if isinstance(value, str):
+                candidates.append(Path(value) if Path(value).is_absolute() else path / value)
+    candidates.append(path / "tokenizer.json")
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"no tokenizer found for {path}", hint="pass --tokenizer PATH (a tokenizer.json or tokenizer folder)")
+
+
+def chat_template_of(tokenizer_path: Path) -> str | None:
+    """The Jinja chat template from a tokenizer_config.json next to the tokenizer, if any."""
+    folder = tokenizer_path if tokenizer_path.is_dir() else tokenizer_path.parent
+    config = folder / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    try:
+        template = json.loads(config.read_text()).get("chat_template")
+    except ValueError:
+        return None
+    return template if isinstance(template, str) else None
+
+
+def load_for_serving(path: str, device: str, dtype: str | None, tokenizer: str | None = None):
+    """(model, tokenizer, chat template) from a checkpoint, run dir, model folder or HF Llama folder."""
+    import torch
+
+    from auroragpt.data.tokenizer import load_tokenizer
+
+    folder = Path(path)
+    if not folder.exists():
+        raise ConfigError(f"{folder} does not exist")
+    if is_hf_folder(folder):
+        from auroragpt.export.hf import load_hf
+
+        model, _cfg = load_hf(folder, dtype or "float32")
+        meta: dict = {}
+    else:
+        from auroragpt.train.checkpoint import load_inference_model
+
+        model, meta = load_inference_model(folder, device="cpu")
+    model = model.to(device=device, dtype=getattr(torch, dtype) if dtype else None)
+    model.reset_rotary(device)  # float32 tables, whatever the weights' precision
+    tok_path = _tokenizer_path(folder, meta, tokenizer)
+    tok = load_tokenizer(tok_path)
+    if tok.vocab_size > model.cfg.vocab_size:
+        raise ConfigError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model only {model.cfg.vocab_size}",
+                          hint="pass the tokenizer the model was trained with (--tokenizer)")
+    return model.eval(), tok, chat_template_of(tok_path)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _default_device() -> str:
+    try:
+        from auroragpt.dist.device import detect_device
+    except ImportError:  # the device table is not installed in this tree: fall back on torch
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return detect_device()
+
+
+def run_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from auroragpt.serve.app import ServerSettings, create_app
+    from auroragpt.serve.auth import KeyChecker
+    from auroragpt.serve.engine import Engine
+    from auroragpt.serve.ratelimit import RateLimiter
+
+    keys = KeyChecker.from_sources(args.api_keys_file)
+    if not keys.enabled:
+        if not _is_loopback(args.host) and not args.allow_no_auth:
+            raise ConfigError(f"refusing to serve on {args.host} without API keys",
+                              hint="give --api-keys-file (lines from `auroragpt serve --hash-key KEY`) or AURORAGPT_API_KEYS, "
+                              "or pass --allow-no-auth")
+        log.warning("no API keys configured: every caller is accepted")
+    for name in ("max_batch", "max_tokens_cap", "max_body_bytes", "max_file_bytes"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    device = args.device or _default_device()
+    dtype = args.dtype or ("float32" if device == "cpu" else "bfloat16")
+    model, tokenizer, template = load_for_serving(args.path, device, dtype, args.tokenizer)
+    engine = Engine(model, tokenizer, max_batch=args.max_batch, max_seq_len=args.max_model_len)
+    settings = ServerSettings(model_name=args.model_name or Path(args.path).resolve().name,
+                              max_tokens_cap=args.max_tokens_cap, max_body_bytes=args.max_body_bytes,
+                              max_file_bytes=args.max_file_bytes, state_dir=args.state_dir)
+    app = create_app(engine, tokenizer, settings, keys, RateLimiter(args.rate_limit_rps, args.rate_limit_tpm), template)
+    log.info("serving %s (%s, %s, %d slots x %d tokens) on http://%s:%d/v1", settings.model_name, device, dtype,
+             engine.max_batch, engine.max_seq_len, args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    return 0
