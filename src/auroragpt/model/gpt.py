@@ -78,6 +78,10 @@ class Attention(nn.Module):
         q = self.wq(x).view(bsz, seqlen, -1, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(bsz, seqlen, -1, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(bsz, seqlen, -1, self.head_dim).transpose(1, 2)
+        if cos.dim() == 2:
+            # The model's whole table (no explicit positions): this call's rows. Sliced here, not in
+            # GPT.forward, because under sequence parallelism the model sees 1/tp of the sequence.
+            cos, sin = cos[:seqlen], sin[:seqlen]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         mask = None
         if cache is not None:
@@ -168,7 +172,7 @@ class GPT(nn.Module):
         if positions is None:
             if seqlen > self.rope_cos.shape[0]:
                 raise ValueError(f"sequence of {seqlen} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
-            cos, sin = self.rope_cos[:seqlen], self.rope_sin[:seqlen]
+            cos, sin = self.rope_cos, self.rope_sin  # Attention takes the rows it needs
         else:
             cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
         for layer in self.layers.values():
