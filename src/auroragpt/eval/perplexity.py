@@ -77,7 +77,7 @@ def evaluate_perplexity(model: torch.nn.Module, file_list_path: str | os.PathLik
     file_list = parse_file_list(file_list_path)
     kwargs = {} if valid_fraction is None else {"valid_fraction": valid_fraction}
     plan = build_blend_plan(file_list, seq_len, num_samples, seed, split="valid", **kwargs)
-    corpora = sorted({entry.corpus for entry in file_list.entries})
+    corpora = list(file_list.corpora)
     result = score_samples(model, len(plan), plan.sample, plan.corpus_of, corpora, rank, world_size, micro_batch)
     result.update({"data_file_list": str(file_list_path), "seq_len": seq_len, "split": "valid", "seed": seed})
     return result
