@@ -94,3 +94,32 @@ def test_export_refuses_to_clobber_an_existing_folder(tmp_path, tokenizer_path, 
     out = _export_via_cli(tmp_path, make_model(), tokenizer_path)
     assert main(["export", "hf", str(tmp_path / "ours"), str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_import_a_model_built_by_transformers(tmp_path):
+    config = transformers.LlamaConfig(vocab_size=200, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                                      num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
+                                      rope_theta=20000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)
+    torch.manual_seed(1)
+    hf = transformers.LlamaForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path / "elsewhere")
+    assert main(["import", "hf", str(tmp_path / "elsewhere"), str(tmp_path / "ours")]) == 0
+    ours, _ = load_model(tmp_path / "ours")
+    assert (ours.cfg.n_heads, ours.cfg.n_kv_heads, ours.cfg.rope_theta, ours.cfg.norm_eps) == (6, 2, 20000.0, 1e-6)
+    tokens = torch.randint(0, 200, (2, 30))
+    with torch.no_grad():
+        assert torch.allclose(ours(tokens), hf(tokens).logits, atol=1e-4, rtol=0)
+
+
+def test_provenance_reads_both_checkpoint_kinds(tmp_path, tokenizer_path):
+    from auroragpt.export.provenance import provenance
+
+    dcp_meta = {"step": 7, "tokens_seen": 900, "tokenizer": str(tokenizer_path), "model_config": {},
+                "data": {"mix": META["data"]["mix"]}}
+    origin = provenance(dcp_meta, tmp_path)
+    assert (origin.step, origin.tokens_seen, origin.tokenizer_path) == (7, 900, tokenizer_path)
+    assert origin.data_mix[0]["corpus"] == "prose"
+    folder = save_model(make_model(), tmp_path / "m", meta=META, tokenizer_path=tokenizer_path)
+    _, config = load_model(folder)
+    origin = provenance(config, folder)
+    assert (origin.step, origin.tokens_seen, origin.tokenizer_path) == (42, 123456, folder / "tokenizer.json")
