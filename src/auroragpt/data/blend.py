@@ -1,0 +1,425 @@
+"""The blend plan: global sample i -> the S+1 tokens it reads, computed on demand.
+
+Nothing here is O(tokens) or O(samples): building the plan reads each file's index header and
+`.bin` size (plus one 8-byte pointer per file when a validation split is asked for) and runs one
+short integer schedule; every sample is then located by arithmetic. Three levels:
+
+1. **Corpus interleaving.** Corpus shares are rounded to multiples of 1/Q (Q <= 2**20, each share
+   at least 1/Q) and laid out over one period of Q samples by Tijdeman's chairman-assignment rule,
+   which keeps every prefix count within 1 of share x length; the period repeats exactly, so any
+   window of consecutive samples (a global batch in particular) holds each corpus within 2 of
+   share x window. Sample i is corpus `seq[i % Q]`, and its index inside that corpus's stream is
+   `(i // Q) * count + rank[i % Q]`.
+2. **Files within a corpus.** A corpus's stream is cut into periods of one corpus epoch (its
+   windows of S tokens, or the whole run when shorter). Each file owns a block of slots per period,
+   sized by its weight (largest remainder); a keyed Feistel permutation of the slots, fresh each
+   period, decides which file serves each stream index. The last, partial period is apportioned
+   on its own, so every file gets its share of the run within one sample per period.
+3. **Windows within a file.** A file's split is a token range; it holds W = (tokens - 1) // S
+   windows of S+1 tokens (neighbours share one token, as in Megatron's GPT dataset). The m-th use
+   of a file is epoch m // W, window perm_epoch(m % W), shifted by a per-epoch phase, so every
+   epoch visits every window once, in a fresh order, and cuts documents at new places.
+
+Documents reach the model in shuffled order (whole windows are shuffled; a sample may span
+document boundaries). The validation split is the last documents of each file, decided from
+counts only, so it shares no document with training. Keys derive from (seed, split, ids) through
+`permutation.derive_key`: the same list, S, sample count and seed give the same plan anywhere.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from auroragpt.data.filelist import FileList
+from auroragpt.data.indexed import HEADER_SIZE, IndexedDataset, dataset_paths
+from auroragpt.data.permutation import derive_key, mix64, permute
+from auroragpt.errors import DataError
+
+SPLITS = {"train": 0, "valid": 1}
+_TAG_SLOT, _TAG_WINDOW, _TAG_PHASE = 11, 12, 13
+MIN_SCHEDULE_PERIOD = 2**16
+MAX_SCHEDULE_PERIOD = 2**20
+
+
+# -- level 1: corpus interleaving ------------------------------------------------------------------
+def apportion(weights: np.ndarray, total: int, at_least_one: bool = False) -> np.ndarray:
+    """Integer counts summing to `total`, proportional to `weights` (largest remainder, ties by index)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    quotas = weights / weights.sum() * total
+    counts = np.floor(quotas).astype(np.int64)
+    short = total - int(counts.sum())
+    if short > 0:
+        order = np.lexsort((np.arange(len(weights)), -(quotas - counts)))
+        counts[order[:short]] += 1
+    if at_least_one and total >= len(weights):
+        while (missing := np.flatnonzero((counts == 0) & (weights > 0))).size:
+            donor = int(np.argmax(counts))
+            counts[donor] -= 1
+            counts[missing[0]] += 1
+    return counts
+
+
+def chairman_schedule(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One period (sum(counts) steps) of Tijdeman's chairman assignment for shares counts/Q.
+
+    Returns (owner of each step, rank of the step among its owner's steps). Every prefix of length
+    s holds owner c within 1 of s * counts[c] / Q (Tijdeman 1980, with sigma = 1/(2K-2)), and the
+    period ends with exactly counts[c] steps of c, so repeating it keeps the bound forever.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    period = int(counts.sum())
+    owner = np.empty(period, dtype=np.int32)
+    active = [c for c in range(len(counts)) if counts[c] > 0]
+    if len(active) == 1:
+        owner[:] = active[0]
+    else:
+        lam = 2 * len(active) - 2  # sigma = 1/lam
+        given = dict.fromkeys(active, 0)
+
+        def release(c: int) -> int:  # first step s with s*p_c - n_c >= sigma
+            return -(-period * (1 + lam * given[c]) // (lam * int(counts[c])))
+
+        def deadline(c: int) -> float:  # (n_c + 1 - sigma) / p_c, up to a common factor
+            return (lam * (given[c] + 1) - 1) / int(counts[c])
+
+        pending = [(release(c), c) for c in active]
+        heapq.heapify(pending)
+        ready: list[tuple[float, int]] = []
+        for step in range(1, period + 1):
+            while pending and pending[0][0] <= step:
+                _, c = heapq.heappop(pending)
+                heapq.heappush(ready, (deadline(c), c))
+            _, c = heapq.heappop(ready)
+            owner[step - 1] = c
+            given[c] += 1
+            if given[c] < counts[c]:
+                heapq.heappush(pending, (release(c), c))
+    rank = np.empty(period, dtype=np.int64)
+    for c in active:
+        where = np.flatnonzero(owner == c)
+        rank[where] = np.arange(len(where))
+    return owner, rank
+
+
+# -- the plan --------------------------------------------------------------------------------------
+@dataclass
+class CorpusSummary:
+    name: str
+    weight: float  # requested share
+    samples: int  # samples of the run drawn from it
+    windows: int  # windows of S+1 tokens in one epoch of it (this split)
+    files: int
+    tokens: int  # tokens of this split
+
+    @property
+    def achieved(self) -> float:
+        return self.samples
+
+    @property
+    def epochs(self) -> float:
+        return self.samples / self.windows if self.windows else 0.0
+
+
+@dataclass
+class BlendPlan:
+    """Maps global sample i (0 <= i < len(plan)) to S+1 tokens. Holds O(files + Q) numbers."""
+
+    file_list: FileList
+    seq_len: int
+    num_samples: int
+    seed: int
+    split: str
+    valid_fraction: float
+    # per file (list order)
+    token_begin: np.ndarray
+    token_end: np.ndarray
+    windows: np.ndarray
+    slack: np.ndarray
+    file_corpus: np.ndarray
+    # corpus schedule
+    corpus_names: list[str]
+    corpus_weights: np.ndarray
+    schedule_owner: np.ndarray
+    schedule_rank: np.ndarray
+    schedule_counts: np.ndarray
+    corpus_samples: np.ndarray
+    # files within corpora: slot blocks per period, files grouped by corpus
+    corpus_period: np.ndarray
+    corpus_full_periods: np.ndarray
+    corpus_first: np.ndarray  # index into the grouped order where each corpus starts
+    grouped_files: np.ndarray  # file index, grouped by corpus
+    slots_full: np.ndarray  # per grouped file: slots per full period
+    slots_last: np.ndarray  # per grouped file: slots in the last, partial period
+    base_full: np.ndarray  # grouped exclusive prefix sums of slots_full (non-decreasing)
+    base_last: np.ndarray
+    build_seconds: float = 0.0
+    _datasets: dict[int, IndexedDataset] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getstate__(self) -> dict:  # DataLoader workers re-open the files they touch
+        state = dict(self.__dict__)
+        state["_datasets"] = {}
+        return state
+
+    # -- locating ------------------------------------------------------------------------------
+    def _key(self, *parts: np.ndarray | int) -> np.ndarray:
+        return derive_key(self.seed & 0xFFFFFFFFFFFFFFFF, SPLITS[self.split], *parts)
+
+    def corpus_of_batch(self, indices: np.ndarray) -> np.ndarray:
+        """Corpus number (index into `corpus_names`) of each sample."""
+        i = np.asarray(indices, dtype=np.int64)
+        return self.schedule_owner[i % len(self.schedule_owner)]
+
+    def corpus_of(self, i: int) -> str:
+        return self.corpus_names[int(self.corpus_of_batch(np.array([self._check(i)]))[0])]
+
+    def locate_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(file index, first token position in that file's .bin) of each sample; pure arithmetic."""
+        i = np.asarray(indices, dtype=np.int64)
+        if i.size and (i.min() < 0 or i.max() >= self.num_samples):
+            raise IndexError(f"sample indices must lie in [0, {self.num_samples})")
+        period = len(self.schedule_owner)
+        j = i % period
+        corpus = self.schedule_owner[j].astype(np.int64)
+        k = (i // period) * self.schedule_counts[corpus] + self.schedule_rank[j]
+        # level 2: which file of the corpus, and its use number m
+        q = self.corpus_period[corpus]
+        p = k // q
+        pos = k - p * q
+        last = p == self.corpus_full_periods[corpus]
+        domain = np.where(last, self.corpus_samples[corpus] - p * q, q)
+        slot = permute(pos, domain, self._key(_TAG_SLOT, corpus, p)).astype(np.int64)
+        g = np.empty_like(slot)
+        m = np.empty_like(slot)
+        for is_last, base in ((False, self.base_full), (True, self.base_last)):
+            sel = np.flatnonzero(last == is_last)
+            if not sel.size:
+                continue
+            target = base[self.corpus_first[corpus[sel]]] + slot[sel]
+            gi = np.searchsorted(base, target, side="right") - 1
+            g[sel] = gi
+            m[sel] = p[sel] * self.slots_full[gi] + (target - base[gi])
+        f = self.grouped_files[g]
+        # level 3: which window of the file
+        w = self.windows[f]
+        epoch = m // w
+        window = permute(m - epoch * w, w, self._key(_TAG_WINDOW, f, epoch)).astype(np.int64)
+        phase = (mix64(self._key(_TAG_PHASE, f, epoch)) % (self.slack[f] + 1).astype(np.uint64)).astype(np.int64)
+        return f, self.token_begin[f] + phase + window * self.seq_len
+
+    # -- reading -------------------------------------------------------------------------------
+    def dataset(self, f: int) -> IndexedDataset:
+        ds = self._datasets.get(f)
+        if ds is None:
+            ds = self._datasets[f] = IndexedDataset(self.file_list.entries[f].prefix)
+        return ds
+
+    def _check(self, i: int) -> int:
+        if not 0 <= i < self.num_samples:
+            raise IndexError(f"sample {i} out of range for a plan of {self.num_samples} samples")
+        return int(i)
+
+    def sample(self, i: int) -> np.ndarray:
+        """The S+1 tokens of sample i as int64."""
+        f, start = self.locate_batch(np.array([self._check(i)]))
+        return self.dataset(int(f[0])).read_tokens(int(start[0]), self.seq_len + 1).astype(np.int64)
+
+    def samples_batch(self, indices: np.ndarray) -> np.ndarray:
+        """[len(indices), S+1] int64 tokens."""
+        files, starts = self.locate_batch(np.asarray(indices, dtype=np.int64))
+        out = np.empty((len(files), self.seq_len + 1), dtype=np.int64)
+        for row, (f, start) in enumerate(zip(files.tolist(), starts.tolist())):
+            out[row] = self.dataset(f).read_tokens(start, self.seq_len + 1)
+        return out
+
+    def spans_batch(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Flat arrays (sample position in `indices`, file, document, offset, length), in reading order.
+
+        Documents are sequence numbers of the file's index; only the index pages around each
+        sample's position are touched (a binary search per sample).
+        """
+        files, starts = self.locate_batch(np.asarray(indices, dtype=np.int64))
+        rows: list[np.ndarray] = []
+        for f in np.unique(files).tolist():
+            sel = np.flatnonzero(files == f)
+            ds = self.dataset(f)
+            itemsize = ds.dtype.itemsize
+            pointers, lengths = ds.sequence_pointers, ds.sequence_lengths
+            pos = starts[sel].copy()
+            remaining = np.full(len(sel), self.seq_len + 1, dtype=np.int64)
+            doc = np.searchsorted(pointers, pos * itemsize, side="right") - 1
+            active = np.arange(len(sel))
+            while active.size:
+                d = doc[active]
+                doc_start = pointers[d] // itemsize
+                offset = pos[active] - doc_start
+                take = np.minimum(lengths[d].astype(np.int64) - offset, remaining[active])
+                emit = take > 0
+                rows.append(
+                    np.stack([sel[active][emit], np.full(emit.sum(), f), d[emit], offset[emit], take[emit]], axis=1)
+                )
+                pos[active] += np.maximum(take, 0)
+                remaining[active] -= np.maximum(take, 0)
+                doc[active] += 1
+                active = active[remaining[active] > 0]
+        if not rows:
+            return tuple(np.empty(0, dtype=np.int64) for _ in range(5))
+        table = np.concatenate(rows).astype(np.int64)
+        table = table[np.lexsort((table[:, 3], table[:, 2], table[:, 0]))]
+        return tuple(table[:, col] for col in range(5))
+
+    def spans(self, i: int) -> list[tuple[int, int, int, int]]:
+        """[(file index, document, offset, length), ...] covering the S+1 tokens of sample i."""
+        _, f, d, o, n = self.spans_batch(np.array([self._check(i)]))
+        return list(zip(f.tolist(), d.tolist(), o.tolist(), n.tolist()))
+
+    # -- reporting -----------------------------------------------------------------------------
+    def summary(self) -> list[CorpusSummary]:
+        out = []
+        for c, name in enumerate(self.corpus_names):
+            members = np.flatnonzero(self.file_corpus == c)
+            out.append(
+                CorpusSummary(
+                    name,
+                    float(self.corpus_weights[c]),
+                    int(self.corpus_samples[c]),
+                    int(self.windows[members].sum()),
+                    len(members),
+                    int((self.token_end[members] - self.token_begin[members]).sum()),
+                )
+            )
+        return out
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the plan's arrays (everything is O(files + Q))."""
+        return sum(v.nbytes for v in self.__dict__.values() if isinstance(v, np.ndarray))
+
+
+# -- building --------------------------------------------------------------------------------------
+def _split_point(prefix: str, num_sequences: int, first_valid: int, num_tokens: int, itemsize: int) -> int:
+    """Token position where sequence `first_valid` starts: one 8-byte read of the .idx."""
+    if first_valid >= num_sequences:
+        return num_tokens
+    idx_path, _ = dataset_paths(prefix)
+    offset = HEADER_SIZE + 4 * num_sequences + 8 * first_valid
+    try:
+        fd = os.open(idx_path, os.O_RDONLY)
+        try:
+            raw = os.pread(fd, 8, offset)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise DataError(f"{idx_path}: cannot read index: {err.strerror}") from None
+    if len(raw) != 8:
+        raise DataError(f"{idx_path}: truncated index (no pointer for sequence {first_valid})")
+    (pointer,) = struct.unpack("<q", raw)
+    if pointer < 0 or pointer % itemsize or pointer // itemsize > num_tokens:
+        raise DataError(f"{idx_path}: sequence {first_valid} has an impossible pointer {pointer}")
+    return pointer // itemsize
+
+
+def build_blend_plan(
+    file_list: FileList,
+    seq_len: int,
+    num_samples: int,
+    seed: int = 1234,
+    split: str = "train",
+    valid_fraction: float = 0.0,
+) -> BlendPlan:
+    """Build the plan for `num_samples` samples of `seq_len`+1 tokens. O(files) work and memory.
+
+    `valid_fraction` of each file's documents (its last ones, at least one when > 0) form the
+    "valid" split; "train" gets the rest. Both splits must be built with the same fraction.
+    """
+    import time
+
+    started = time.perf_counter()
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
+    if seq_len < 1 or num_samples < 1:
+        raise DataError(f"seq_len ({seq_len}) and num_samples ({num_samples}) must be >= 1")
+    if not (0.0 <= valid_fraction < 1.0) or (split == "valid" and valid_fraction == 0.0):
+        raise DataError(
+            f"valid_fraction {valid_fraction} does not give a {split} split",
+            hint="use 0 <= valid_fraction < 1, and > 0 for the valid split",
+        )
+    entries = file_list.entries
+    n_files = len(entries)
+    if n_files == 0:
+        raise DataError(f"{file_list.path}: the data-file-list has no usable entries")
+    begin = np.zeros(n_files, dtype=np.int64)
+    end = np.array([e.num_tokens for e in entries], dtype=np.int64)
+    if valid_fraction > 0:
+        for f, e in enumerate(entries):
+            first_valid = e.num_sequences - math.ceil(e.num_sequences * valid_fraction)
+            point = _split_point(e.prefix, e.num_sequences, first_valid, e.num_tokens, e.dtype.itemsize)
+            if split == "train":
+                end[f] = point
+            else:
+                begin[f] = point
+    windows = np.maximum(end - begin - 1, 0) // seq_len
+    slack = np.maximum(end - begin - 1 - windows * seq_len, 0)
+    names = file_list.corpora
+    corpus_index = {name: c for c, name in enumerate(names)}
+    file_corpus = np.array([corpus_index[e.corpus] for e in entries], dtype=np.int64)
+    file_weight = np.array([e.weight for e in entries], dtype=np.float64)
+    if split == "train":
+        small = [e for f, e in enumerate(entries) if windows[f] == 0]
+        if small:
+            raise DataError(
+                f"{small[0].source}: {small[0].prefix} has fewer than seq_len+1 = {seq_len + 1} training "
+                f"tokens ({len(small)} such file(s) in the list)",
+                hint="drop such files from the list, merge them (`auroragpt data merge`), or lower --seq-len",
+            )
+    file_weight = np.where(windows > 0, file_weight, 0.0)
+    corpus_weights = np.zeros(len(names))
+    np.add.at(corpus_weights, file_corpus, file_weight)
+    for c, name in enumerate(names):
+        if corpus_weights[c] <= 0:
+            raise DataError(
+                f"corpus {name!r} has no sample of {seq_len + 1} tokens in its {split} split",
+                hint="give it more data, lower the sequence length, or change valid_fraction",
+            )
+    corpus_weights /= corpus_weights.sum()
+
+    period = min(num_samples, MAX_SCHEDULE_PERIOD)
+    if num_samples > MIN_SCHEDULE_PERIOD:
+        period = max(MIN_SCHEDULE_PERIOD, 1 << math.ceil(math.log2(16 / corpus_weights.min())))
+        period = min(period, MAX_SCHEDULE_PERIOD, num_samples)
+    counts = apportion(corpus_weights, period, at_least_one=True)
+    owner, rank = chairman_schedule(counts)
+    full, rest = divmod(num_samples, period)
+    corpus_samples = full * counts + np.bincount(owner[:rest], minlength=len(names))
+
+    grouped = np.argsort(file_corpus, kind="stable")
+    corpus_first = np.searchsorted(file_corpus[grouped], np.arange(len(names)))
+    corpus_windows = np.bincount(file_corpus, weights=windows, minlength=len(names)).astype(np.int64)
+    corpus_period = np.maximum(np.minimum(corpus_windows, corpus_samples), 1)
+    full_periods = corpus_samples // corpus_period
+    slots_full = np.zeros(n_files, dtype=np.int64)
+    slots_last = np.zeros(n_files, dtype=np.int64)
+    for c in range(len(names)):
+        members = grouped[file_corpus[grouped] == c]
+        w = file_weight[members]
+        slots_full[corpus_first[c] : corpus_first[c] + len(members)] = apportion(w, int(corpus_period[c]))
+        rest_c = int(corpus_samples[c] - full_periods[c] * corpus_period[c])
+        if rest_c:
+            slots_last[corpus_first[c] : corpus_first[c] + len(members)] = apportion(w, rest_c)
+    base_full = np.cumsum(slots_full) - slots_full
+    base_last = np.cumsum(slots_last) - slots_last
+    plan = BlendPlan(
+        file_list, seq_len, num_samples, seed, split, valid_fraction,
+        begin, end, np.maximum(windows, 1), slack, file_corpus,
+        list(names), corpus_weights, owner, rank, counts, corpus_samples,
+        corpus_period, full_periods, corpus_first, grouped, slots_full, slots_last, base_full, base_last,
+    )  # fmt: skip
+    plan.build_seconds = time.perf_counter() - started
+    return plan
