@@ -1,0 +1,131 @@
+"""Tokenizing every input format, malformed lines, worker-count independence, shuffling, restart."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import numpy as np
+import pytest
+import zstandard
+
+from auroragpt.data.indexed import IndexedDataset
+from auroragpt.data.readers import ReadErrors, iter_texts
+from auroragpt.data.tokenize import tokenize_corpora
+from auroragpt.data.tokenizer import load_tokenizer
+from auroragpt.errors import DataError
+
+
+WORDS = "alpha beta gamma delta tensor token corpus é ✓ \n".split(" ")
+
+
+def texts(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 60))) for _ in range(n)]
+
+
+def jsonl(rows: list[str]) -> bytes:
+    return "".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(rows)).encode()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """One file per format; returns (folder, {file name: its texts in order})."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    expected = {}
+    expected["a.jsonl"] = texts(1, 40)
+    (folder / "a.jsonl").write_bytes(jsonl(expected["a.jsonl"]))
+    expected["b.jsonl.gz"] = texts(2, 30)
+    (folder / "b.jsonl.gz").write_bytes(gzip.compress(jsonl(expected["b.jsonl.gz"])))
+    expected["c.jsonl.zst"] = texts(3, 30)
+    (folder / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl(expected["c.jsonl.zst"])))
+    expected["d.parquet"] = texts(4, 25)
+    pq.write_table(pa.table({"text": expected["d.parquet"]}), folder / "d.parquet", row_group_size=7)
+    expected["sub/e.txt"] = [texts(5, 1)[0] + "\nsecond line ✓"]
+    (folder / "sub" / "e.txt").write_text(expected["sub/e.txt"][0], encoding="utf-8")
+    (folder / "ignored.csv").write_text("not read")
+    return folder, expected
+
+
+def documents(prefix) -> list[np.ndarray]:
+    ds = IndexedDataset(prefix)
+    return [np.array(ds.get(i)) for i in range(len(ds))]
+
+
+def test_every_format_tokenizes_with_end_of_document(tmp_path, corpus, tokenizer_path):
+    folder, expected = corpus
+    tok = load_tokenizer(tokenizer_path)
+    result = tokenize_corpora([folder], tmp_path / "out", tokenizer_path, workers=1, progress=False)
+    all_texts = [t for name in sorted(expected) for t in expected[name]]
+    docs = documents(tmp_path / "out")
+    assert result.documents == len(all_texts) == len(docs)
+    for text, doc in zip(all_texts, docs):
+        assert doc[-1] == tok.eod_id
+        assert doc[:-1].tolist() == tok.encode(text)
+        assert tok.decode(doc[:-1]) == text
+    assert IndexedDataset(tmp_path / "out").dtype == np.uint16
+    assert not (tmp_path / "out.parts").exists()
+
+
+def test_per_input_outputs_and_worker_count_independence(tmp_path, corpus, tokenizer_path):
+    folder, expected = corpus
+    one = tokenize_corpora([folder], tmp_path / "w1", tokenizer_path, workers=1, per_input=True, chunk_bytes=512)
+    two = tokenize_corpora([folder], tmp_path / "w2", tokenizer_path, workers=2, per_input=True, chunk_bytes=512)
+    assert [o.rsplit("_", 1)[-1] for o in one.outputs] == ["a", "b", "c", "d", "e"]
+    for a, b in zip(one.outputs, two.outputs):
+        for suffix in (".bin", ".idx"):
+            assert open(a + suffix, "rb").read() == open(b + suffix, "rb").read()
+    assert len(documents(one.outputs[3])) == len(expected["d.parquet"])
+
+
+def test_malformed_lines_are_counted_with_locations(tmp_path, tokenizer_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{broken\n\n{"other": 1}\n{"text": 5}\n[1, 2]\n{"text": "also fine"}\n')
+    result = tokenize_corpora([bad], tmp_path / "out", tokenizer_path, workers=1)
+    assert result.documents == 2
+    assert result.errors.count == 4
+    assert [loc.split(": ")[0].rsplit(":", 1)[-1] for loc in result.errors.locations] == ["2", "4", "5", "6"]
+    assert all(loc.startswith(str(bad)) for loc in result.errors.locations)
+    with pytest.raises(DataError, match="bad.jsonl:2"):
+        tokenize_corpora([bad], tmp_path / "strict", tokenizer_path, workers=1, on_error="fail")
+    assert not list(tmp_path.glob("strict*.idx")) and not list(tmp_path.glob("strict.parts/*.idx"))
+    errors = ReadErrors()
+    assert list(iter_texts(bad, errors=errors)) == ["fine", "also fine"] and errors.count == 4
+
+
+def test_missing_parquet_column_and_bad_inputs(tmp_path, tokenizer_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "p.parquet")
+    with pytest.raises(DataError, match="no column 'text'"):
+        tokenize_corpora([tmp_path / "p.parquet"], tmp_path / "out", tokenizer_path, workers=1)
+    assert tokenize_corpora([tmp_path / "p.parquet"], tmp_path / "ok", tokenizer_path, workers=1,
+                            text_key="body").documents == 1
+    (tmp_path / "x.csv").write_text("a")
+    with pytest.raises(DataError, match="unsupported input format"):
+        tokenize_corpora([tmp_path / "x.csv"], tmp_path / "out", tokenizer_path)
+    with pytest.raises(DataError, match="tokenizer not found"):
+        tokenize_corpora([tmp_path / "p.parquet"], tmp_path / "out", tmp_path / "nope.json")
+
+
+def test_shuffle_is_seeded_permutation_and_restart_reuses_outputs(tmp_path, corpus, tokenizer_path):
+    folder, _ = corpus
+    plain = documents(tokenize_corpora([folder], tmp_path / "plain", tokenizer_path, workers=1).outputs[0])
+    s1 = documents(tokenize_corpora([folder], tmp_path / "s1", tokenizer_path, workers=1, shuffle_seed=7).outputs[0])
+    s2 = documents(tokenize_corpora([folder], tmp_path / "s2", tokenizer_path, workers=1, shuffle_seed=7).outputs[0])
+    assert [d.tolist() for d in s1] == [d.tolist() for d in s2]
+    assert [d.tolist() for d in s1] != [d.tolist() for d in plain]
+    assert sorted(d.tolist() for d in s1) == sorted(d.tolist() for d in plain)
+    again = tokenize_corpora([folder], tmp_path / "plain", tokenizer_path, workers=1)
+    assert again.documents == 0 and len(again.reused) == 5
+    per = tokenize_corpora([folder], tmp_path / "per", tokenizer_path, workers=1, per_input=True)
+    (tmp_path / "per_c.idx").unlink()
+    redo = tokenize_corpora([folder], tmp_path / "per", tokenizer_path, workers=1, per_input=True)
+    assert redo.reused and len(redo.reused) == 4 and redo.documents == 30
+    assert per.outputs == redo.outputs
