@@ -1,0 +1,115 @@
+"""Five training steps under each parallel layout match a plain single-process loop.
+
+Real processes on gloo: one 2-rank and one 4-rank group, started together, each running several
+layouts one after the other (start-up is the expensive part on a small CI machine).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "equivalence_worker.py"
+
+
+def _load_worker():
+    spec = importlib.util.spec_from_file_location("parallel_equivalence_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+worker = _load_worker()
+MODES = worker.MODES
+# (loss, grad norm) relative tolerances. fp32 layouts differ only in summation order; bf16 rounds
+# every matmul input, which the (clipped, so sensitive) gradient norm shows most.
+TOLERANCE = {"fsdp_bf16": (2e-2, 0.2)}
+DEFAULT_TOLERANCE = (5e-4, 1e-3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_group(world: int, modes: list[str], out: Path) -> list[subprocess.Popen]:
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), ",".join(modes), str(out)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _finish_group(procs: list[subprocess.Popen], timeout: float) -> str:
+    logs = []
+    for proc in procs:
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            output = proc.communicate(timeout=10)[0] + "\n[killed after timeout]"
+        logs.append(f"--- rank exit {proc.returncode}\n{output[-3000:]}")
+    return "\n".join(logs)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("parallel")
+    groups = {}
+    for world in sorted({w for w, *_ in MODES.values()}):
+        modes = [m for m, (w, *_) in MODES.items() if w == world]
+        groups[world] = (_start_group(world, modes, tmp / f"world{world}.json"), tmp / f"world{world}.json")
+    reference = worker.reference()  # computed while the groups start up
+    merged: dict = {"reference": reference}
+    for world, (procs, out) in groups.items():
+        log = _finish_group(procs, timeout=240)
+        if not out.exists():
+            pytest.fail(f"{world}-rank group wrote no results:\n{log}")
+        merged.update(json.loads(out.read_text()))
+    return merged
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_losses_match_single_process(results: dict, mode: str) -> None:
+    ref, got = results["reference"], results[mode]
+    loss_tol, norm_tol = TOLERANCE.get(mode, DEFAULT_TOLERANCE)
+    assert got["loss"] == pytest.approx(ref["loss"], rel=loss_tol), f"{mode} losses drift from the single-process run"
+    # The clipped gradient norm checks that every shard is counted exactly once.
+    assert got["norm"] == pytest.approx(ref["norm"], rel=norm_tol)
+
+
+def test_single_process_layout_matches_plain_loop() -> None:
+    """World size 1 (no process group): the ParallelModel path with gradient accumulation."""
+    import torch
+
+    from auroragpt.parallel.layout import ParallelLayout, build_mesh, grad_accum_steps, validate
+    from auroragpt.parallel.parallelize import parallelize
+
+    layout = validate(ParallelLayout(), 1, worker.CFG, worker.GLOBAL_BATCH, 2)
+    assert build_mesh(layout, "cpu") is None
+    pm = parallelize(worker.make_model(worker.CFG), layout, None)
+    opt = torch.optim.AdamW(pm.parameters(), lr=worker.LR)
+    accum = grad_accum_steps(layout, worker.GLOBAL_BATCH, 2)
+    assert accum == 4
+    losses, norms = [], []
+    for batch in worker.make_data():
+        losses.append(pm.train_step(batch[:, :-1], batch[:, 1:], worker.loss_fn, grad_accum=accum).item())
+        norms.append(pm.clip_grad_norm_(worker.CLIP).item())
+        opt.step()
+        opt.zero_grad()
+    ref = worker.reference()
+    assert losses == pytest.approx(ref["loss"], rel=DEFAULT_TOLERANCE[0])
+    assert norms == pytest.approx(ref["norm"], rel=DEFAULT_TOLERANCE[1])
