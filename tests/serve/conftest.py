@@ -64,11 +64,16 @@ def reference(model_dir):
     def greedy(prompt: str | list[int], max_tokens: int) -> tuple[str, list[int]]:
         ids = tok.encode(prompt) if isinstance(prompt, str) else list(prompt)
         out: list[int] = []
-        for _ in range(max_tokens):
-            nxt = int(model(torch.tensor([ids + out]))[0, -1].argmax())
-            if nxt == tok.eod_id:
-                break
-            out.append(nxt)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny matrices: extra threads only contend with the servers
+        try:
+            for _ in range(max_tokens):
+                nxt = int(model(torch.tensor([ids + out]))[0, -1].argmax())
+                if nxt == tok.eod_id:
+                    break
+                out.append(nxt)
+        finally:
+            torch.set_num_threads(threads)
         return tok.decode(out), out
 
     greedy.tokenizer = tok

@@ -1,0 +1,141 @@
+"""Keys, rate limits, the engine's batching and the CLI's refusals, without HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import pytest
+import torch
+
+from auroragpt.cli import main
+from auroragpt.errors import ConfigError
+from auroragpt.serve.auth import KeyChecker, bearer_token, hash_key, read_keys_file
+from auroragpt.serve.engine import Engine, SamplingParams
+from auroragpt.serve.ratelimit import RateLimiter
+
+
+def test_hash_key_cli_prints_the_keys_file_line(capsys):
+    assert main(["serve", "--hash-key", "sk-abc"]) == 0
+    assert capsys.readouterr().out.strip() == hashlib.sha256(b"sk-abc").hexdigest()
+
+
+def test_keys_file_and_env_keys(tmp_path, monkeypatch):
+    keys = tmp_path / "keys"
+    keys.write_text(f"# comment\n\n{hash_key('alpha')}\n")
+    monkeypatch.setenv("AURORAGPT_API_KEYS", "beta, gamma")
+    checker = KeyChecker.from_sources(keys)
+    assert checker.identify("alpha") == hash_key("alpha")
+    assert checker.identify("gamma") == hash_key("gamma")
+    assert checker.identify("delta") is None
+    assert bearer_token("Bearer  tok ") == "tok" and bearer_token("Basic tok") is None and bearer_token(None) is None
+    keys.write_text(f"{hash_key('alpha')}\nalpha\n")
+    with pytest.raises(ConfigError, match=r"keys:2: not a SHA-256"):
+        read_keys_file(keys)
+
+
+def test_rate_limiter_buckets_refill_and_tell_when_to_retry():
+    now = [0.0]
+    limiter = RateLimiter(requests_per_s=2, tokens_per_min=120, clock=lambda: now[0])
+    assert limiter.acquire("k", 10) == 0 and limiter.acquire("k", 10) == 0
+    assert limiter.acquire("k", 10) == 1  # third request within the second
+    assert limiter.acquire("other", 10) == 0  # keys are independent
+    now[0] = 1.0
+    assert limiter.acquire("k", 100) == 0  # 100 + 2 refilled tokens available: 2 left
+    now[0] = 2.0
+    assert limiter.acquire("k", 50) == 23  # 4 tokens available, 46 missing at 2 per second
+    assert limiter.too_large(121) and not limiter.too_large(120)
+    assert RateLimiter().acquire("k", 10 ** 9) == 0
+
+
+class _CharTokenizer:
+    """One token per byte value; id 0 ends a document."""
+
+    eod_id = 0
+    vocab_size = 64
+
+    def encode(self, text: str) -> list[int]:
+        return [1 + (ord(c) % 63) for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(chr(ord("A") + i % 26) for i in ids)
+
+
+@pytest.fixture(scope="module")
+def tiny_engine():
+    from auroragpt.model.gpt import GPT
+    from auroragpt.model.presets import ModelConfig
+
+    cfg = ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, vocab_size=64, max_seq_len=64)
+    model = GPT(cfg)
+    model.init_weights(torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.tok_embeddings.weight.mul_(10)
+    model = model.double().eval()
+    model.reset_rotary()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only contend on a shared CI machine
+    engine = Engine(model, _CharTokenizer(), max_batch=3, max_seq_len=48).start()
+    yield engine
+    engine.stop()
+    torch.set_num_threads(threads)
+
+
+def _greedy(model, ids: list[int], n: int) -> list[int]:
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = int(model(torch.tensor([ids + out]))[0, -1].argmax())
+            if nxt == 0:
+                break
+            out.append(nxt)
+    return out
+
+
+def test_engine_batches_more_requests_than_slots_and_matches_recompute(tiny_engine):
+    prompts = [[(7 * i + j) % 60 + 1 for j in range(3 + i)] for i in range(7)]  # 7 requests, 3 slots
+    results: list = [None] * len(prompts)
+
+    def go(i: int) -> None:
+        results[i] = tiny_engine.generate(prompts[i], SamplingParams(max_tokens=5 + 2 * i, temperature=0), timeout_s=60)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for i, prompt in enumerate(prompts):
+        assert results[i].token_ids == _greedy(tiny_engine.model, prompt, 5 + 2 * i)
+    assert tiny_engine.num_running == 0 and tiny_engine.queue_depth == 0
+
+
+def test_engine_refuses_what_does_not_fit(tiny_engine):
+    with pytest.raises(ValueError, match="context window"):
+        tiny_engine.submit([1] * 40, SamplingParams(max_tokens=10), lambda e: None)
+    with pytest.raises(ValueError, match="top_p"):
+        tiny_engine.submit([1], SamplingParams(top_p=0), lambda e: None)
+
+
+def test_cancelled_stream_frees_its_slot(tiny_engine):
+    stream = tiny_engine.stream([5, 6, 7], SamplingParams(max_tokens=40, temperature=1.0, seed=3))
+    next(stream)
+    stream.close()  # the consumer goes away: the request is cancelled
+    done = tiny_engine.generate([5, 6], SamplingParams(max_tokens=3, temperature=0), timeout_s=60)
+    assert done.completion_tokens <= 3
+    deadline = time.monotonic() + 10
+    while tiny_engine.num_running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert tiny_engine.num_running == 0
+
+
+def test_vllm_engine_needs_vllm_and_a_gpu(tmp_path, capsys):
+    code = main(["serve", str(tmp_path), "--engine", "vllm"])
+    assert code == 2
+    assert "vllm" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_public_address_without_keys(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("AURORAGPT_API_KEYS", raising=False)
+    assert main(["serve", str(tmp_path), "--host", "0.0.0.0"]) == 2
+    assert "without API keys" in capsys.readouterr().err
