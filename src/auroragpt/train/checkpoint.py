@@ -144,7 +144,9 @@ class Checkpointer:
         torch.save(capture_rng(), tmp / f"rank_{_rank():05d}.pt")
         meta = {**meta, "step": step, "world_size": _world()}
         if self.async_save:
-            future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group)
+            with _quiet_single_process():
+                future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group,
+                                        no_dist=not dist.is_initialized())
             self._pending = (future, tmp, final, meta)
         else:
             with _quiet_single_process():
