@@ -51,6 +51,8 @@ MAX_SCHEDULE_PERIOD = 2**20
 def apportion(weights: np.ndarray, total: int, at_least_one: bool = False) -> np.ndarray:
     """Integer counts summing to `total`, proportional to `weights` (largest remainder, ties by index)."""
     weights = np.asarray(weights, dtype=np.float64)
+    if total <= 0 or weights.sum() <= 0:
+        return np.zeros(len(weights), dtype=np.int64)
     quotas = weights / weights.sum() * total
     counts = np.floor(quotas).astype(np.int64)
     short = total - int(counts.sum())
@@ -80,26 +82,26 @@ def chairman_schedule(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         owner[:] = active[0]
     else:
         lam = 2 * len(active) - 2  # sigma = 1/lam
-        given = dict.fromkeys(active, 0)
-
-        def release(c: int) -> int:  # first step s with s*p_c - n_c >= sigma
-            return -(-period * (1 + lam * given[c]) // (lam * int(counts[c])))
-
-        def deadline(c: int) -> float:  # (n_c + 1 - sigma) / p_c, up to a common factor
-            return (lam * (given[c] + 1) - 1) / int(counts[c])
-
-        pending = [(release(c), c) for c in active]
+        share = counts.tolist()
+        given = [0] * len(share)
+        steps = [0] * period
+        # Owner c becomes a candidate at the first step s with s*p_c - n_c >= sigma (its release)
+        # and is due by (n_c + 1 - sigma) / p_c (its deadline, up to a common factor); among
+        # candidates the earliest deadline wins. Integer releases keep this exact.
+        pending = [(-(-period // (lam * share[c])), c) for c in active]
         heapq.heapify(pending)
         ready: list[tuple[float, int]] = []
+        push, pop = heapq.heappush, heapq.heappop
         for step in range(1, period + 1):
             while pending and pending[0][0] <= step:
-                _, c = heapq.heappop(pending)
-                heapq.heappush(ready, (deadline(c), c))
-            _, c = heapq.heappop(ready)
-            owner[step - 1] = c
-            given[c] += 1
-            if given[c] < counts[c]:
-                heapq.heappush(pending, (release(c), c))
+                c = pop(pending)[1]
+                push(ready, ((lam * (given[c] + 1) - 1) / share[c], c))
+            c = pop(ready)[1]
+            steps[step - 1] = c
+            n = given[c] = given[c] + 1
+            if n < share[c]:
+                push(pending, (-(-period * (1 + lam * n) // (lam * share[c])), c))
+        owner[:] = steps
     rank = np.empty(period, dtype=np.int64)
     for c in active:
         where = np.flatnonzero(owner == c)
@@ -332,7 +334,7 @@ def build_blend_plan(
     num_samples: int,
     seed: int = 1234,
     split: str = "train",
-    valid_fraction: float = 0.0,
+    valid_fraction: float = 0.01,
 ) -> BlendPlan:
     """Build the plan for `num_samples` samples of `seq_len`+1 tokens. O(files) work and memory.
 
@@ -382,17 +384,19 @@ def build_blend_plan(
     file_weight = np.where(windows > 0, file_weight, 0.0)
     corpus_weights = np.zeros(len(names))
     np.add.at(corpus_weights, file_corpus, file_weight)
-    for c, name in enumerate(names):
-        if corpus_weights[c] <= 0:
-            raise DataError(
-                f"corpus {name!r} has no sample of {seq_len + 1} tokens in its {split} split",
-                hint="give it more data, lower the sequence length, or change valid_fraction",
-            )
+    # A corpus too small for one validation sample is left out of the valid split (its share
+    # goes to the others); training needs every corpus.
+    empty = [name for c, name in enumerate(names) if corpus_weights[c] <= 0]
+    if empty and (split == "train" or len(empty) == len(names)):
+        raise DataError(
+            f"corpus {empty[0]!r} has no sample of {seq_len + 1} tokens in its {split} split",
+            hint="give it more data, lower the sequence length, or change valid_fraction",
+        )
     corpus_weights /= corpus_weights.sum()
 
     period = min(num_samples, MAX_SCHEDULE_PERIOD)
     if num_samples > MIN_SCHEDULE_PERIOD:
-        period = max(MIN_SCHEDULE_PERIOD, 1 << math.ceil(math.log2(16 / corpus_weights.min())))
+        period = max(MIN_SCHEDULE_PERIOD, 1 << math.ceil(math.log2(16 / corpus_weights[corpus_weights > 0].min())))
         period = min(period, MAX_SCHEDULE_PERIOD, num_samples)
     counts = apportion(corpus_weights, period, at_least_one=True)
     owner, rank = chairman_schedule(counts)
