@@ -1,0 +1,55 @@
+"""`auroragpt launch [options] -- CMD ...`: run CMD on N ranks with mpiexec, srun or torchrun."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "launch",
+        help="run a command on N ranks (mpiexec under PBS, srun under Slurm, mpiexec or torchrun locally)",
+        description="Run CMD on every rank of the allocation (or the subset chosen by -n/--ppn/--nhosts/--hostfile). "
+        "Output is prefixed with the rank; SIGINT/SIGTERM reach every rank; the exit code is the first "
+        "failing rank's.",
+        usage="auroragpt launch [options] -- CMD [ARGS ...]",
+    )
+    p.add_argument("-n", "--np", dest="nprocs", type=int, default=None, help="total ranks (default: hosts x ppn)")
+    p.add_argument("--ppn", type=int, default=None,
+                   help="ranks per host (default: accelerators per host, 1 on a CPU-only host)")
+    p.add_argument("--nhosts", type=int, default=None, help="use only the first NHOSTS hosts of the allocation")
+    p.add_argument("--hostfile", default=None, help="hosts to use, one per line (default: the scheduler's)")
+    p.add_argument("--launcher", choices=("auto", "mpiexec", "srun", "torchrun"), default="auto",
+                   help="auto: mpiexec under PBS, srun under Slurm, locally mpiexec if found else torchrun")
+    p.add_argument("--bind", choices=("auto", "aurora", "none"), default="auto",
+                   help="CPU-binding profile; auto = aurora (8 cores per GPU tile) under PBS, none elsewhere")
+    p.add_argument("--retries", type=int, default=0, help="restart a failed job up to this many times")
+    p.add_argument("--dry-run", action="store_true", help="print the exact command and exit")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command each rank runs (after --)")
+    p.set_defaults(func=run)
+
+
+def _accelerators_here() -> int:
+    """Accelerators on this host: the default ranks per host (asks torch, so only when needed)."""
+    from auroragpt.dist.device import detect_device, device_count
+
+    return device_count(detect_device())
+
+
+def run(args: argparse.Namespace) -> int:
+    from auroragpt.dist.launch import LaunchRequest, build_launch_plan
+    from auroragpt.dist.scheduler import detect_scheduler
+
+    command = list(args.cmd)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    request = LaunchRequest(tuple(command), args.nprocs, args.ppn, args.nhosts, args.hostfile, args.launcher, args.bind)
+    one_machine_sized_by_n = args.nprocs is not None and args.hostfile is None and detect_scheduler() == "none"
+    needs_default = args.ppn is None and not one_machine_sized_by_n
+    plan = build_launch_plan(request, default_ppn=_accelerators_here() if needs_default else 1)
+    if args.dry_run:
+        print(plan.shell_line())
+        return 0
+    from auroragpt.dist.runner import run_plan
+
+    return run_plan(plan, retries=args.retries)

@@ -1,0 +1,155 @@
+"""Rank, local rank, world size and local world size from whatever launched this process.
+
+`LAUNCHER_VARIABLES` is the one table of launcher variable names. Launchers are tried in order;
+the first whose rank variable is set wins. When an MPI launcher is evident but sets none of these
+names, mpi4py is asked (imported lazily, only then). No launcher at all means one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+
+from auroragpt.errors import DistError
+
+
+@dataclasses.dataclass(frozen=True)
+class LauncherVariables:
+    """Where one launcher puts the four numbers; a field may list alternatives, first set wins."""
+
+    rank: tuple[str, ...]
+    world_size: tuple[str, ...]
+    local_rank: tuple[str, ...]
+    local_world_size: tuple[str, ...]
+
+
+# Order matters: torchrun inside an MPI or Slurm allocation sets RANK for the process it started.
+LAUNCHER_VARIABLES: dict[str, LauncherVariables] = {
+    "torchrun": LauncherVariables(("RANK",), ("WORLD_SIZE",), ("LOCAL_RANK",), ("LOCAL_WORLD_SIZE",)),
+    # MPICH hydra sets PMI_* + MPI_LOCAL*; PALS (Aurora) sets PMI_* + PALS_LOCAL_*; PMIx sets PMIX_RANK.
+    "mpich": LauncherVariables(
+        ("PMI_RANK", "PMIX_RANK"),
+        ("PMI_SIZE", "PMIX_SIZE"),
+        ("PALS_LOCAL_RANKID", "MPI_LOCALRANKID", "PMI_LOCAL_RANK", "PMIX_LOCAL_RANK"),
+        ("PALS_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE", "PMIX_LOCAL_SIZE"),
+    ),
+    "openmpi": LauncherVariables(
+        ("OMPI_COMM_WORLD_RANK",), ("OMPI_COMM_WORLD_SIZE",),
+        ("OMPI_COMM_WORLD_LOCAL_RANK",), ("OMPI_COMM_WORLD_LOCAL_SIZE",),
+    ),
+    # SLURM_STEP_NUM_TASKS belongs to the srun step; SLURM_NTASKS alone is also set in a batch script.
+    "slurm": LauncherVariables(
+        ("SLURM_PROCID",), ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"),
+        ("SLURM_LOCALID",), ("SLURM_NTASKS_PER_NODE",),
+    ),
+}
+
+# Variables whose presence says "an MPI launcher started me" even when no rank variable is set.
+MPI_EVIDENCE = ("PMI_FD", "PMI_PORT", "PMI_HOSTNAME", "PMIX_NAMESPACE", "HYDI_CONTROL_FD", "PALS_APID",
+                "OMPI_COMM_WORLD_NODE_RANK", "MPI_LOCALNRANKS")
+
+
+@dataclasses.dataclass(frozen=True)
+class RankInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+    launcher: str  # a key of LAUNCHER_VARIABLES, "mpi4py" or "none"
+
+
+def _first(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
+    for name in names:
+        value = env.get(name)
+        if value not in (None, ""):
+            return name, value
+    return None
+
+
+def _as_int(name: str, value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise DistError(f"launcher variable {name}={value!r} is not an integer",
+                        hint=f"unset {name} or start the job through `auroragpt launch`") from None
+    if number < 0:
+        raise DistError(f"launcher variable {name}={value!r} is negative", hint=f"unset {name}")
+    return number
+
+
+def slurm_tasks_on_node(tasks_per_node: str, node_id: int) -> int | None:
+    """Tasks on node `node_id` from SLURM_TASKS_PER_NODE, e.g. "4(x2),3" means 4, 4, 3."""
+    counts: list[int] = []
+    for part in tasks_per_node.split(","):
+        match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+        if not match:
+            return None
+        counts += [int(match.group(1))] * int(match.group(2) or 1)
+    return counts[node_id] if 0 <= node_id < len(counts) else None
+
+
+def read_rank_info(env: Mapping[str, str] | None = None, use_mpi4py: bool = True) -> RankInfo:
+    """The four numbers for this process; validated so that 0 <= rank < world_size."""
+    env = os.environ if env is None else env
+    for launcher, names in LAUNCHER_VARIABLES.items():
+        found = _first(env, names.rank)
+        if found is None:
+            continue
+        rank = _as_int(*found)
+        world = _first(env, names.world_size)
+        world_size = _as_int(*world) if world else rank + 1
+        local = _first(env, names.local_rank)
+        local_rank = _as_int(*local) if local else rank
+        local_world = _first(env, names.local_world_size)
+        if local_world:
+            local_world_size = _as_int(*local_world)
+        elif launcher == "slurm" and env.get("SLURM_TASKS_PER_NODE") and env.get("SLURM_NODEID"):
+            local_world_size = slurm_tasks_on_node(env["SLURM_TASKS_PER_NODE"],
+                                                   _as_int("SLURM_NODEID", env["SLURM_NODEID"])) or world_size
+        else:
+            local_world_size = world_size
+        return _validated(RankInfo(rank, local_rank, world_size, local_world_size, launcher), found[0])
+    if use_mpi4py and any(env.get(name) for name in MPI_EVIDENCE):
+        return _from_mpi4py()
+    return RankInfo(0, 0, 1, 1, "none")
+
+
+def _validated(info: RankInfo, rank_variable: str) -> RankInfo:
+    if info.world_size < 1 or info.rank >= info.world_size:
+        raise DistError(
+            f"the {info.launcher} launcher variables disagree: {rank_variable} says rank {info.rank} "
+            f"but the world size is {info.world_size}",
+            hint="unset stale launcher variables (RANK, WORLD_SIZE, PMI_*, SLURM_*) left in your shell",
+        )
+    if info.local_world_size < 1 or info.local_rank >= info.local_world_size:
+        # A stale local size is harmless for correctness; trust the local rank.
+        info = dataclasses.replace(info, local_world_size=info.local_rank + 1)
+    return info
+
+
+def _from_mpi4py() -> RankInfo:
+    """Ask MPI directly: a launcher we do not know started us (its PMI variables are set)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise DistError(
+            "this process was started by an MPI launcher that sets none of the rank variables we know",
+            hint="install mpi4py (`pip install mpi4py`) so the rank can be asked from MPI, or launch "
+            "with `auroragpt launch`",
+        ) from None
+    comm = MPI.COMM_WORLD
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    info = RankInfo(comm.Get_rank(), local.Get_rank(), comm.Get_size(), local.Get_size(), "mpi4py")
+    local.Free()
+    return info
+
+
+def launched_by_mpi(env: Mapping[str, str] | None = None) -> bool:
+    """True when an MPI launcher (hydra, PALS, OpenMPI) started this process."""
+    env = os.environ if env is None else env
+    if _first(env, LAUNCHER_VARIABLES["torchrun"].rank):
+        return False
+    return any(env.get(n) for n in LAUNCHER_VARIABLES["mpich"].rank + LAUNCHER_VARIABLES["openmpi"].rank
+               + MPI_EVIDENCE)

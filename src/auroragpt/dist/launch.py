@@ -1,0 +1,173 @@
+"""Build the exact command that starts N ranks: PALS mpiexec under PBS, srun under Slurm, and
+on a machine without a scheduler mpiexec when one is installed, else torch's elastic launcher.
+
+Every rank runs through `auroragpt.dist.rank_exec`, which prefixes its output with the rank and
+reports its exit code, so the launcher can say which rank failed first. `build_launch_plan` only
+computes; `auroragpt.dist.runner` runs the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+
+from auroragpt.dist.scheduler import Allocation, detect_allocation, read_hostfile
+from auroragpt.errors import LaunchError
+
+LAUNCHERS = ("auto", "mpiexec", "srun", "torchrun")
+
+# Named CPU-binding profiles: per local rank, the cores it may use. "aurora" gives each of the
+# 12 GPU tiles of an Aurora node 8 cores, skipping cores 0 and 52 that the OS keeps for itself.
+BIND_PROFILES: dict[str, tuple[str, ...]] = {
+    "aurora": ("1-8", "9-16", "17-24", "25-32", "33-40", "41-48",
+               "53-60", "61-68", "69-76", "77-84", "85-92", "93-100"),
+    "none": (),
+}
+BIND_CHOICES = ("auto", *BIND_PROFILES)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchRequest:
+    """What the user asked for; None means "derive it from the allocation"."""
+
+    command: tuple[str, ...]
+    nprocs: int | None = None
+    ppn: int | None = None
+    nhosts: int | None = None
+    hostfile: str | None = None
+    launcher: str = "auto"
+    bind: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchPlan:
+    """The resolved job: what runs, where, and how many ranks."""
+
+    argv: tuple[str, ...]
+    launcher: str
+    scheduler: str
+    hosts: tuple[str, ...]
+    nprocs: int
+    ppn: int
+    bind: str
+
+    def shell_line(self) -> str:
+        import shlex
+
+        return shlex.join(self.argv)
+
+
+def rank_exec_prefix() -> tuple[str, ...]:
+    """How each rank starts the user's command: through the output-prefixing wrapper."""
+    return (sys.executable, "-m", "auroragpt.dist.rank_exec", "--")
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise LaunchError(f"{name} {value} must be a positive number", hint=f"pass {name} 1 or more, or leave it out")
+
+
+def _choose_launcher(requested: str, scheduler: str, env: Mapping[str, str]) -> str:
+    if requested not in LAUNCHERS:
+        raise LaunchError(f"unknown launcher {requested!r}", hint=f"use one of {', '.join(LAUNCHERS)}")
+    if requested != "auto":
+        return requested
+    if scheduler == "slurm":
+        return "srun"
+    if scheduler == "pbs" or shutil.which("mpiexec", path=env.get("PATH")):
+        return "mpiexec"
+    return "torchrun"
+
+
+def _resolve_bind(bind: str, scheduler: str, launcher: str, ppn: int) -> str:
+    if bind not in BIND_CHOICES:
+        raise LaunchError(f"unknown CPU-binding profile {bind!r}", hint=f"use one of {', '.join(BIND_CHOICES)}")
+    if bind == "auto":
+        return "aurora" if scheduler == "pbs" and launcher == "mpiexec" and ppn <= len(BIND_PROFILES["aurora"]) else "none"
+    cores = BIND_PROFILES[bind]
+    if cores and (scheduler != "pbs" or launcher != "mpiexec"):
+        raise LaunchError(f"the {bind!r} CPU-binding profile is written for PALS mpiexec under PBS, "
+                          f"not for {launcher} under {scheduler}", hint="use --bind none (or auto)")
+    if cores and ppn > len(cores):
+        raise LaunchError(f"the {bind!r} CPU-binding profile binds at most {len(cores)} ranks per host, "
+                          f"but --ppn is {ppn}", hint=f"use --ppn {len(cores)} or less, or --bind none")
+    return bind
+
+
+def build_launch_plan(request: LaunchRequest, env: Mapping[str, str] | None = None,
+                      default_ppn: int = 1) -> LaunchPlan:
+    """Resolve ranks, hosts and launcher, validate them together, and build the command line.
+
+    `default_ppn` is the ranks per host when neither --ppn nor -n says otherwise (the number of
+    accelerators a node has). Inconsistent choices raise LaunchError before anything starts.
+    """
+    env = os.environ if env is None else env
+    if not request.command:
+        raise LaunchError("no command to launch", hint="put the command after `--`, e.g. "
+                          "`auroragpt launch -n 2 -- python -m auroragpt.dist.selfcheck`")
+    for name, value in (("-n", request.nprocs), ("--ppn", request.ppn), ("--nhosts", request.nhosts)):
+        _positive(name, value)
+    allocation = detect_allocation(env)
+    scheduler = allocation.scheduler
+    if request.hostfile is not None:
+        hosts = read_hostfile(request.hostfile)
+        allocation = Allocation(scheduler, hosts, f"--hostfile {request.hostfile}", request.hostfile)
+    launcher = _choose_launcher(request.launcher, scheduler, env)
+    nprocs, ppn, nhosts = _resolve_counts(request, allocation, default_ppn)
+    if launcher == "torchrun" and nhosts > 1:
+        raise LaunchError(f"the torchrun launcher starts ranks on this host only, but the job needs {nhosts} hosts",
+                          hint="use --launcher mpiexec (PBS, or any MPI) or srun (Slurm) for several hosts")
+    bind = _resolve_bind(request.bind, scheduler, launcher, ppn)
+    hosts = allocation.hosts[:nhosts]
+    whole_file = allocation.hostfile is not None and nhosts == len(allocation.hosts)
+    wrapped = rank_exec_prefix() + tuple(request.command)
+    if launcher == "mpiexec" and scheduler == "pbs":
+        argv = ["mpiexec", "--envall", "--np", str(nprocs), "--ppn", str(ppn)]
+        argv += ["--hostfile", allocation.hostfile] if whole_file else ["--hosts", ",".join(hosts)]
+        if BIND_PROFILES[bind]:
+            argv += ["--cpu-bind", "list:" + ":".join(BIND_PROFILES[bind][:ppn])]
+    elif launcher == "mpiexec":
+        argv = ["mpiexec", "-n", str(nprocs)]
+        if scheduler != "none" or request.hostfile is not None or nhosts > 1:
+            argv += ["-ppn", str(ppn)]
+            argv += ["-f", allocation.hostfile] if whole_file else ["-hosts", ",".join(hosts)]
+    elif launcher == "srun":
+        argv = ["srun", "--nodes", str(nhosts), "--ntasks", str(nprocs), "--ntasks-per-node", str(ppn),
+                "--kill-on-bad-exit=1"]
+        if request.hostfile is not None:
+            argv += ["--nodelist", ",".join(hosts)]
+    else:
+        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+                "--nproc-per-node", str(nprocs), "--no-python"]
+    return LaunchPlan(tuple(argv) + wrapped, launcher, scheduler, hosts, nprocs, ppn, bind)
+
+
+def _resolve_counts(request: LaunchRequest, allocation: Allocation, default_ppn: int) -> tuple[int, int, int]:
+    """(nprocs, ppn, nhosts) consistent with each other and with the allocation."""
+    available = len(allocation.hosts)
+    if request.nhosts is not None and request.nhosts > available:
+        raise LaunchError(f"--nhosts {request.nhosts} asks for more hosts than the {available} in "
+                          f"{allocation.source}", hint=f"use --nhosts {available} or less, or get a larger allocation")
+    single_machine = allocation.scheduler == "none" and request.hostfile is None
+    ppn = request.ppn
+    if ppn is None:
+        ppn = request.nprocs if single_machine and request.nprocs else max(default_ppn, 1)
+    max_hosts = request.nhosts or available
+    slots = max_hosts * ppn
+    nprocs = request.nprocs if request.nprocs is not None else slots
+    if nprocs > slots:
+        raise LaunchError(
+            f"-n {nprocs} asks for more ranks than the allocation has slots: {max_hosts} host(s) x {ppn} "
+            f"ranks per host = {slots} (hosts from {allocation.source})",
+            hint=f"use -n {slots} or less, raise --ppn, or get more hosts",
+        )
+    nhosts = request.nhosts if request.nhosts is not None else -(-nprocs // ppn)
+    if nprocs <= (nhosts - 1) * ppn:
+        raise LaunchError(
+            f"-n {nprocs} with --ppn {ppn} fills only {-(-nprocs // ppn)} host(s), but --nhosts is {nhosts}",
+            hint=f"use -n {nhosts * ppn} to fill {nhosts} hosts, or --nhosts {-(-nprocs // ppn)}",
+        )
+    return nprocs, ppn, nhosts

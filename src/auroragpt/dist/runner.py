@@ -1,0 +1,131 @@
+"""Run a LaunchPlan: stream the ranks' output, forward SIGINT/SIGTERM, report the first failing
+rank and its exit code, and restart a failed job up to `retries` times."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import BinaryIO
+
+from auroragpt.dist.launch import LaunchPlan
+from auroragpt.dist.rank_exec import FAILURE_PATTERN, exit_code_of
+from auroragpt.errors import LaunchError
+
+
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    exit_code: int
+    failed_rank: int | None  # the first rank that reported a failure, when one did
+    interrupted: bool
+
+
+def run_plan(plan: LaunchPlan, retries: int = 0, grace_s: float = 15.0, failure_grace_s: float = 5.0) -> int:
+    """Run the job, restarting it up to `retries` times after a failure; returns the exit code.
+
+    When a rank fails, the others get `failure_grace_s` to finish, then SIGTERM; anything still
+    alive `grace_s` after a SIGTERM or a forwarded signal is killed.
+    """
+    if retries < 0:
+        raise LaunchError(f"--retries {retries} must be 0 or more", hint="pass --retries 0 (no restart) or more")
+    result = JobResult(0, None, False)
+    for attempt in range(retries + 1):
+        if attempt:
+            _say(f"restarting the job (attempt {attempt + 1} of {retries + 1})")
+        result = _run_once(plan, grace_s, failure_grace_s)
+        if result.exit_code == 0:
+            return 0
+        if result.interrupted:
+            _say(f"interrupted; the ranks were stopped (exit code {result.exit_code})")
+            return result.exit_code
+        if result.failed_rank is not None:
+            _say(f"rank {result.failed_rank} failed first, with exit code {result.exit_code} "
+                 f"(its output is prefixed [rank {result.failed_rank}] above)")
+        else:
+            _say(f"{plan.launcher} exited with code {result.exit_code} before any rank reported a failure")
+    return result.exit_code
+
+
+def _say(message: str) -> None:
+    print(f"auroragpt launch: {message}", file=sys.stderr, flush=True)
+
+
+def _run_once(plan: LaunchPlan, grace_s: float, failure_grace_s: float) -> JobResult:
+    try:
+        proc = subprocess.Popen(plan.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    except FileNotFoundError:
+        raise LaunchError(f"the launcher program {plan.argv[0]!r} was not found on PATH",
+                          hint="load the MPI module (or activate the venv that has mpiexec), "
+                          "or choose another with --launcher") from None
+    first_failure: list[tuple[int, int]] = []
+    received: list[int] = []
+    signal_times: list[float] = []
+    failure_times: list[float] = []
+
+    def pump(source: BinaryIO, sink: BinaryIO, scan: bool) -> None:
+        for line in iter(source.readline, b""):
+            sink.write(line)
+            sink.flush()
+            if scan and not first_failure:
+                match = FAILURE_PATTERN.search(line.decode("utf-8", "replace"))
+                if match:
+                    first_failure.append((int(match.group(1)), int(match.group(2))))
+                    failure_times.append(time.monotonic())
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        signal_times.append(time.monotonic())
+        if proc.poll() is None:
+            # First signal: ask politely (the launcher passes it to every rank); second: force.
+            if len(received) == 1:
+                proc.send_signal(signum)
+            else:
+                _kill_group(proc)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, forward)
+    pumps = [threading.Thread(target=pump, args=(proc.stdout, sys.stdout.buffer, False), daemon=True),
+             threading.Thread(target=pump, args=(proc.stderr, sys.stderr.buffer, True), daemon=True)]
+    try:
+        for thread in pumps:
+            thread.start()
+        stopping_since: float | None = None
+        while proc.poll() is None:
+            time.sleep(0.05)
+            now = time.monotonic()
+            if signal_times and now - signal_times[0] > grace_s:
+                _kill_group(proc)
+            elif failure_times and stopping_since is None and now - failure_times[0] > failure_grace_s:
+                # A rank died; the others would wait in their next collective forever. Stop them.
+                stopping_since = now
+                proc.send_signal(signal.SIGTERM)
+            elif stopping_since is not None and now - stopping_since > grace_s:
+                _kill_group(proc)
+        for thread in pumps:
+            thread.join(timeout=10)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if proc.poll() is None:
+            _kill_group(proc)
+            proc.wait(timeout=30)
+    if received:
+        return JobResult(128 + received[0], None, True)
+    if first_failure:
+        rank, code = first_failure[0]
+        return JobResult(code, rank, False)
+    return JobResult(exit_code_of(proc.returncode), None, False)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher's process group (the ranks it started on this host)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

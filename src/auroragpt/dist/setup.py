@@ -1,0 +1,183 @@
+"""One call to get a working process group on any machine, and seeds that never collide.
+
+`setup()` reads the launcher's variables (dist/env.py), picks the device and backend
+(dist/device.py), sets this rank's device BEFORE the process group forms, agrees on
+MASTER_ADDR/MASTER_PORT, initialises torch.distributed (only when world size > 1) and returns
+an immutable `DistInfo`. Calling it again returns the same object; `teardown()` undoes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import socket
+from typing import Any
+
+from auroragpt import envvars
+from auroragpt.dist import device as device_mod
+from auroragpt.dist.env import RankInfo, launched_by_mpi, read_rank_info
+from auroragpt.errors import DistError
+
+DEFAULT_TIMEOUT_S = 600.0
+_MASK64 = (1 << 64) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    """Everything a rank needs to know about the run it is part of."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+    num_nodes: int
+    node_rank: int
+    device: Any  # torch.device
+    backend: str
+    hostname: str
+    launcher: str
+    hostnames: tuple[str, ...] = ()  # distinct hosts of the job, in node_rank order
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+_INFO: DistInfo | None = None
+
+
+def setup(timeout_s: float | None = None, seed: int | None = None) -> DistInfo:
+    """Initialise this rank (idempotent). With `seed`, also seeds random/numpy/torch per rank."""
+    global _INFO
+    import torch.distributed as dist
+
+    if _INFO is not None and (_INFO.world_size == 1 or dist.is_initialized()):
+        if seed is not None:
+            seed_everything(seed, _INFO.rank)
+        return _INFO
+    ranks = read_rank_info()
+    device_type = device_mod.detect_device()
+    backend = device_mod.detect_backend(device_type)
+    device = device_mod.local_device(device_type, ranks.local_rank)
+    device_mod.set_current_device(device)
+    hostname = socket.gethostname()
+    hosts = (hostname,)
+    if ranks.world_size > 1:
+        if not dist.is_initialized():
+            _agree_on_master(ranks)
+            timeout = datetime.timedelta(seconds=_timeout_seconds(timeout_s))
+            try:
+                dist.init_process_group(backend=backend, rank=ranks.rank, world_size=ranks.world_size,
+                                        timeout=timeout)
+            except Exception as err:  # noqa: BLE001 - any rendezvous failure becomes one clear message
+                raise DistError(
+                    f"rank {ranks.rank} of {ranks.world_size} could not join the process group at "
+                    f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} with {backend}: {err}",
+                    hint="check that every rank was started by the same launcher and can reach MASTER_ADDR; "
+                    "raise AURORAGPT_DIST_TIMEOUT if ranks start slowly",
+                ) from None
+        gathered: list[Any] = [None] * ranks.world_size
+        dist.all_gather_object(gathered, hostname)
+        hosts = tuple(dict.fromkeys(gathered))
+    _INFO = DistInfo(
+        rank=ranks.rank, local_rank=ranks.local_rank, world_size=ranks.world_size,
+        local_world_size=ranks.local_world_size, num_nodes=len(hosts), node_rank=hosts.index(hostname),
+        device=device, backend=backend, hostname=hostname, launcher=ranks.launcher, hostnames=hosts,
+    )
+    if seed is not None:
+        seed_everything(seed, _INFO.rank)
+    return _INFO
+
+
+def teardown() -> None:
+    """Destroy the process group (if any) so a later setup() starts afresh."""
+    global _INFO
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _INFO = None
+
+
+def _timeout_seconds(timeout_s: float | None) -> float:
+    if timeout_s is not None:
+        value: float | str = timeout_s
+    else:
+        value = envvars.read("AURORAGPT_DIST_TIMEOUT", str(DEFAULT_TIMEOUT_S)) or DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise DistError(f"distributed timeout {value!r} is not a positive number of seconds",
+                        hint="set AURORAGPT_DIST_TIMEOUT to e.g. 600, or unset it")
+    return seconds
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on this host (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def _agree_on_master(ranks: RankInfo) -> None:
+    """Make MASTER_ADDR/MASTER_PORT identical on every rank before the rendezvous."""
+    if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        return
+    if launched_by_mpi():
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise DistError(
+                "launched by mpiexec without MASTER_ADDR/MASTER_PORT, and mpi4py is not installed to agree on them",
+                hint="`pip install mpi4py`, or export MASTER_ADDR and MASTER_PORT before mpiexec",
+            ) from None
+        comm = MPI.COMM_WORLD
+        proposal = None
+        if comm.Get_rank() == 0:
+            single_node = ranks.local_world_size == ranks.world_size
+            proposal = ("127.0.0.1" if single_node else socket.gethostname(), free_port())
+        addr, port = comm.bcast(proposal, root=0)
+    elif ranks.launcher == "slurm" and os.environ.get("SLURM_JOB_NODELIST"):
+        from auroragpt.dist.scheduler import expand_nodelist
+
+        addr = expand_nodelist(os.environ["SLURM_JOB_NODELIST"])[0]
+        job_id = "".join(ch for ch in os.environ.get("SLURM_JOB_ID", "0") if ch.isdigit()) or "0"
+        port = 20000 + int(job_id) % 20000  # same on every rank, differs between jobs
+    else:
+        raise DistError(
+            f"world size is {ranks.world_size} (from {ranks.launcher}) but MASTER_ADDR/MASTER_PORT are not set",
+            hint="start the job through `auroragpt launch`, or export MASTER_ADDR and MASTER_PORT on every rank",
+        )
+    os.environ.setdefault("MASTER_ADDR", str(addr))
+    os.environ["MASTER_PORT"] = os.environ.get("MASTER_PORT") or str(port)
+
+
+def _mix64(value: int) -> int:
+    """A bijection on 64-bit integers (splitmix64's finaliser): distinct inputs, distinct outputs."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
+def seed_for_rank(seed: int, rank: int) -> int:
+    """A reproducible 64-bit seed for `rank`. For a fixed seed it is injective in rank (< 2**64),
+    so no two ranks ever share a stream (unlike seed*(rank+1)*(local_rank+1))."""
+    return _mix64((_mix64(seed & _MASK64) + rank) & _MASK64)
+
+
+def seed_everything(seed: int, rank: int) -> int:
+    """Seed python, numpy and torch (all devices) for this rank; returns the seed used."""
+    import random
+
+    import numpy as np
+    import torch
+
+    rank_seed = seed_for_rank(seed, rank)
+    random.seed(rank_seed)
+    np.random.seed([rank_seed & 0xFFFFFFFF, rank_seed >> 32])
+    torch.manual_seed(rank_seed)
+    return rank_seed
