@@ -14,7 +14,10 @@ short integer schedule; every sample is then located by arithmetic. Three levels
    windows of S tokens, or the whole run when shorter). Each file owns a block of slots per period,
    sized by its weight (largest remainder); a keyed Feistel permutation of the slots, fresh each
    period, decides which file serves each stream index. The last, partial period is apportioned
-   on its own, so every file gets its share of the run within one sample per period.
+   on its own, so every file gets its share of the run within one sample per period. When file
+   weights follow file sizes (within 0.1%), each file gets exactly its window count per period,
+   so every period is one whole epoch of the corpus; a file weighted off its size repeats at its
+   own rate, and its epochs may then overlap by up to one period.
 3. **Windows within a file.** A file's split is a token range; it holds W = (tokens - 1) // S
    windows of S+1 tokens (neighbours share one token, as in Megatron's GPT dataset). The m-th use
    of a file is epoch m // W, window perm_epoch(m % W), shifted by a per-epoch phase, so every
@@ -413,7 +416,14 @@ def build_blend_plan(
     for c in range(len(names)):
         members = grouped[file_corpus[grouped] == c]
         w = file_weight[members]
-        slots_full[corpus_first[c] : corpus_first[c] + len(members)] = apportion(w, int(corpus_period[c]))
+        slots = apportion(w, int(corpus_period[c]))
+        if corpus_period[c] == corpus_windows[c]:
+            # Weights proportional to size (the usual list, and always the TOML/YAML form): give
+            # each file exactly its windows, so every period is one whole epoch of every file.
+            fit = windows[members]
+            if (np.abs(slots - fit) <= 1 + fit // 1000).all():
+                slots = fit
+        slots_full[corpus_first[c] : corpus_first[c] + len(members)] = slots
         rest_c = int(corpus_samples[c] - full_periods[c] * corpus_period[c])
         if rest_c:
             slots_last[corpus_first[c] : corpus_first[c] + len(members)] = apportion(w, rest_c)
