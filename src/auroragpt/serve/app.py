@@ -154,6 +154,8 @@ def create_app(engine: Engine, tokenizer, settings: ServerSettings, keys: KeyChe
 
     async def read_json(request: Request):
         raw = await request.body()
+        if len(raw) > settings.max_body_bytes:  # a chunked upload carries no Content-Length to refuse early
+            raise APIError(413, f"the request body exceeds {settings.max_body_bytes} bytes", code="request_too_large")
         try:
             return json.loads(raw)
         except ValueError as err:

@@ -65,7 +65,7 @@ def load_for_serving(path: str, device: str, dtype: str | None, tokenizer: str |
     if is_hf_folder(folder):
         from auroragpt.export.hf import load_hf
 
-        model, _cfg = load_hf(folder, dtype or "float32")
+        model, _cfg = load_hf(folder, None)  # stored precision; cast below like every other source
         meta: dict = {}
     else:
         from auroragpt.train.checkpoint import load_inference_model
