@@ -75,7 +75,7 @@ class DataSection:
     micro_batch: int = 4
     global_batch: int = 8
     num_workers: int = 0
-    valid_fraction: float = 0.0
+    valid_fraction: float = 0.01
     seed: int = 1234
 
 
