@@ -37,6 +37,7 @@ def _accelerators_here() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from auroragpt import envvars
     from auroragpt.dist.launch import LaunchRequest, build_launch_plan
     from auroragpt.dist.scheduler import detect_scheduler
 
@@ -46,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     request = LaunchRequest(tuple(command), args.nprocs, args.ppn, args.nhosts, args.hostfile, args.launcher, args.bind)
     one_machine_sized_by_n = args.nprocs is not None and args.hostfile is None and detect_scheduler() == "none"
     needs_default = args.ppn is None and not one_machine_sized_by_n
+    if envvars.read("AURORAGPT_DEVICE") or envvars.read("AURORAGPT_BACKEND"):
+        from auroragpt.dist.device import detect_backend, detect_device
+
+        detect_backend(detect_device())  # a bad override fails here, before any rank starts
     plan = build_launch_plan(request, default_ppn=_accelerators_here() if needs_default else 1)
     if args.dry_run:
         print(plan.shell_line())
