@@ -71,6 +71,9 @@ def reference() -> dict[str, list[float]]:
         opt.zero_grad()
         out["loss"].append(loss.item())
         out["norm"].append(norm.item())
+    with torch.no_grad():
+        first = make_data()[0]
+        out["eval"] = [loss_fn(model.eval()(first[:, :-1]), first[:, 1:]).item()]
     return out
 
 
@@ -96,6 +99,8 @@ def run_mode(mode: str) -> dict[str, list[float]]:
         opt.zero_grad()
         out["loss"].append(loss.item())
         out["norm"].append(norm.item())
+    first = make_data()[0][dp_rank * rows:(dp_rank + 1) * rows]
+    out["eval"] = [pm.eval().eval_loss(first[:, :-1], first[:, 1:], loss_fn).item()]
     return out
 
 

@@ -89,6 +89,8 @@ def test_losses_match_single_process(results: dict, mode: str) -> None:
     assert got["loss"] == pytest.approx(ref["loss"], rel=loss_tol), f"{mode} losses drift from the single-process run"
     # The clipped gradient norm checks that every shard is counted exactly once.
     assert got["norm"] == pytest.approx(ref["norm"], rel=norm_tol)
+    # Forward-only loss after training (the pipeline runs its eval schedule here).
+    assert got["eval"] == pytest.approx(ref["eval"], rel=loss_tol)
 
 
 def test_single_process_layout_matches_plain_loop() -> None:

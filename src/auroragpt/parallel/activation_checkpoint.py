@@ -6,8 +6,6 @@ names (and therefore checkpoints and exports) stay exactly those of the single-d
 
 from __future__ import annotations
 
-import functools
-
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -39,7 +37,14 @@ def apply_activation_checkpoint(model: nn.Module, mode: bool | str | int | None)
     for index, block in enumerate(model.layers.values()):
         if index % every:
             continue
-        plain_forward = block.forward
-        block.forward = functools.partial(checkpoint, plain_forward, use_reentrant=False, preserve_rng_state=True)
+        block.forward = _checkpointed(block.forward)
         wrapped += 1
     return wrapped
+
+
+def _checkpointed(plain_forward):
+    # A plain closure (not functools.partial) so torch.compile sees the checkpoint call and traces it.
+    def forward(*args, **kwargs):
+        return checkpoint(plain_forward, *args, use_reentrant=False, **kwargs)
+
+    return forward
