@@ -123,3 +123,22 @@ def test_provenance_reads_both_checkpoint_kinds(tmp_path, tokenizer_path):
     _, config = load_model(folder)
     origin = provenance(config, folder)
     assert (origin.step, origin.tokens_seen, origin.tokenizer_path) == (42, 123456, folder / "tokenizer.json")
+
+
+def test_export_from_a_training_run_directory(tmp_path, tokenizer_path):
+    """A DCP checkpoint written by the trainer's Checkpointer exports with its recorded provenance."""
+    from auroragpt.train.checkpoint import Checkpointer
+
+    model = make_model(seed=4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    meta = {"model_config": model.cfg.to_dict(), "tokens_seen": 98765, "tokenizer": str(tokenizer_path),
+            "data": {"mix": META["data"]["mix"]}}
+    Checkpointer(tmp_path / "run", keep_last=1).save(3, [model], [optimizer], meta)
+    out = tmp_path / "hf"
+    assert main(["export", "hf", str(tmp_path / "run"), str(out), "--dtype", "float32"]) == 0
+    card = (out / "README.md").read_text()
+    assert "98,765" in card and "| optimizer steps | 3 |" in card and "| prose |" in card
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    tokens = torch.randint(0, model.cfg.vocab_size, (1, 16))
+    with torch.no_grad():
+        assert torch.allclose(hf(tokens).logits, model(tokens), atol=1e-4, rtol=0)
