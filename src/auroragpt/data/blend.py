@@ -41,7 +41,7 @@ import numpy as np
 
 from auroragpt.data.filelist import FileList
 from auroragpt.data.indexed import HEADER_SIZE, IndexedDataset, dataset_paths
-from auroragpt.data.permutation import derive_key, mix64, permute
+from auroragpt.data.permutation import derive_key, mix64, permute, subkey
 from auroragpt.errors import DataError
 
 SPLITS = {"train": 0, "valid": 1}
@@ -175,8 +175,9 @@ class BlendPlan:
         return state
 
     # -- locating ------------------------------------------------------------------------------
-    def _key(self, *parts: np.ndarray | int) -> np.ndarray:
-        return derive_key(self.seed & 0xFFFFFFFFFFFFFFFF, SPLITS[self.split], *parts)
+    def _key(self, tag: int, ident: np.ndarray, counter: np.ndarray) -> np.ndarray:
+        base = derive_key(self.seed & 0xFFFFFFFFFFFFFFFF, SPLITS[self.split], tag)
+        return subkey(base, ident, counter)
 
     def corpus_of_batch(self, indices: np.ndarray) -> np.ndarray:
         """Corpus number (index into `corpus_names`) of each sample."""
@@ -216,8 +217,9 @@ class BlendPlan:
         # level 3: which window of the file
         w = self.windows[f]
         epoch = m // w
-        window = permute(m - epoch * w, w, self._key(_TAG_WINDOW, f, epoch)).astype(np.int64)
-        phase = (mix64(self._key(_TAG_PHASE, f, epoch)) % (self.slack[f] + 1).astype(np.uint64)).astype(np.int64)
+        key = self._key(_TAG_WINDOW, f, epoch)
+        window = permute(m - epoch * w, w, key).astype(np.int64)
+        phase = (mix64(key ^ np.uint64(_TAG_PHASE)) % (self.slack[f] + 1).astype(np.uint64)).astype(np.int64)
         return f, self.token_begin[f] + phase + window * self.seq_len
 
     # -- reading -------------------------------------------------------------------------------
