@@ -111,9 +111,11 @@ class OptimSection:
 
 @dataclass
 class CheckpointSection:
-    """DCP checkpoints under RUN_DIR/checkpoints/step_XXXXXXXX/; every = 0 saves only at the end."""
+    """DCP checkpoints under RUN_DIR/checkpoints/step_XXXXXXXX/ every `every` steps (0: never) and,
+    unless save_at_end is false (benchmarks), after the last step."""
 
     every: int = 0
+    save_at_end: bool = True
     keep_last: int = 3
     async_save: bool = False
     resume: bool = True

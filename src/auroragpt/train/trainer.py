@@ -217,7 +217,7 @@ def synchronize(device: torch.device) -> None:
 
 def should_checkpoint(cfg: Config, step: int, steps: int) -> bool:
     every = cfg.checkpoint.every
-    return step == steps or (every > 0 and step % every == 0)
+    return (step == steps and cfg.checkpoint.save_at_end) or (every > 0 and step % every == 0)
 
 
 def checkpoint_meta(cfg: Config, model_cfg, step: int, tokens_seen: int, guard: SpikeGuard) -> dict[str, Any]:
