@@ -9,6 +9,7 @@ import torch.distributed as dist
 from auroragpt.dist.setup import setup, teardown
 
 info = setup(seed=1)
+assert setup() is info, "a second setup() must return the same DistInfo"
 value = torch.tensor([float(info.rank + 1)])
 dist.all_reduce(value)
 expected = info.world_size * (info.world_size + 1) / 2
