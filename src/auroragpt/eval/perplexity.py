@@ -79,6 +79,11 @@ def evaluate_perplexity(model: torch.nn.Module, file_list_path: str | os.PathLik
     plan = build_blend_plan(file_list, seq_len, num_samples, seed, split="valid", **kwargs)
     corpora = list(file_list.corpora)
     result = score_samples(model, len(plan), plan.sample, plan.corpus_of, corpora, rank, world_size, micro_batch)
+    for summary in plan.summary():
+        # How much of each corpus's validation split the samples covered (1.0 = all of it once).
+        entry = result["corpora"][summary.name]
+        entry["validation_tokens"] = summary.tokens
+        entry["validation_epochs"] = round(summary.epochs, 4)
     result.update({"data_file_list": str(file_list_path), "seq_len": seq_len, "split": "valid", "seed": seed})
     return result
 
@@ -88,14 +93,17 @@ def perplexity_table(result: dict):
     from rich.table import Table
 
     table = Table(title=f"validation perplexity (seq_len {result.get('seq_len')})")
-    for name, justify in (("corpus", "left"), ("samples", "right"), ("tokens", "right"), ("loss", "right"), ("perplexity", "right")):
+    columns = ("corpus", "samples", "tokens", "loss", "perplexity", "split covered")
+    for name in columns:
+        justify = "left" if name == "corpus" else "right"
         table.add_column(name, justify=justify)
     rows = list(result["corpora"].items()) + [("all", result["overall"])]
-    for name, r in rows:
+    for row, (name, r) in enumerate(rows):
         loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
         ppl = "-" if r["perplexity"] is None else f"{r['perplexity']:.3f}"
-        table.add_row(name, f"{r['samples']:,}", f"{r['tokens']:,}", loss, ppl,
-                      end_section=name == rows[-2][0])
+        covered = f"{r['validation_epochs']:.2f}x" if "validation_epochs" in r else ""
+        table.add_row(name, f"{r['samples']:,}", f"{r['tokens']:,}", loss, ppl, covered,
+                      end_section=row == len(rows) - 2)
     return table
 
 
