@@ -137,6 +137,7 @@ def test_cli_dry_run_prints_the_whole_pbs_command(tmp_path: Path) -> None:
         ("unknown_device", ("AURORAGPT_DEVICE='tpu'",)),
         ("nccl_without_cuda", ("AURORAGPT_BACKEND=nccl cannot drive a cpu device",)),
         ("no_command", ("no command to launch",)),
+        ("negative_retries", ("--retries -1 must be 0 or more",)),
     ],
 )
 def test_cli_bad_input_is_one_paragraph(tmp_path: Path, case: str, needles: tuple[str, ...]) -> None:
@@ -160,6 +161,8 @@ def test_cli_bad_input_is_one_paragraph(tmp_path: Path, case: str, needles: tupl
         extra = {"AURORAGPT_DEVICE": "tpu"}
     elif case == "nccl_without_cuda":
         extra = {"AURORAGPT_BACKEND": "nccl", "AURORAGPT_DEVICE": "cpu"}
+    elif case == "negative_retries":
+        args += ["--retries", "-1"]
     if case != "no_command":
         args += ["--", "python", "t.py"]
     result = run_cli(*args, env=child_env(**extra), timeout=60)

@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from auroragpt.dist.launch import LaunchRequest, build_launch_plan
     from auroragpt.dist.scheduler import detect_scheduler
 
+    from auroragpt.errors import LaunchError
+
+    if args.retries < 0:
+        raise LaunchError(f"--retries {args.retries} must be 0 or more", hint="pass --retries 0 (no restart) or more")
     command = list(args.cmd)
     if command[:1] == ["--"]:
         command = command[1:]
