@@ -7,6 +7,7 @@ MASTER_PORT set (gloo). Rank 0 writes {mode: {"loss": [...], "norm": [...]}} as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -27,7 +28,11 @@ MODES: dict[str, tuple[int, dict, int, dict]] = {
     "fsdp_activation_checkpoint": (2, {"dp_shard": 2}, 4, {"activation_checkpoint": "full"}),
     "fsdp_bf16": (2, {"dp_shard": 2}, 4, {"mixed_precision": True}),
     "tp": (2, {"tp": 2, "dp_shard": 1}, 8, {}),
+    "tp_bf16_autocast": (2, {"tp": 2, "dp_shard": 1}, 8, {"mixed_precision": True}),
+    "ddp_bf16_autocast": (2, {"dp_replicate": 2, "dp_shard": 1}, 4, {"mixed_precision": True}),
     "tp_loss_parallel_no_sp": (2, {"tp": 2, "dp_shard": 1, "sequence_parallel": False, "loss_parallel": True}, 8, {}),
+    "tp_tied_embeddings": (2, {"tp": 2, "dp_shard": 1}, 8, {"tie_embeddings": True}),
+    "fsdp_tied_embeddings": (2, {"dp_shard": 2}, 4, {"tie_embeddings": True}),
     "pp_1f1b": (2, {"pp": 2, "dp_shard": 1, "pp_microbatches": 2}, 4, {}),
     "fsdp2_tp2": (4, {"dp_shard": 2, "tp": 2}, 2, {}),
     "hsdp2x2": (4, {"dp_replicate": 2, "dp_shard": 2}, 2, {}),
@@ -57,10 +62,15 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(0, 1))
 
 
-def reference() -> dict[str, list[float]]:
+def config_for(options: dict) -> ModelConfig:
+    """The test model, with tied embeddings when a mode asks for them."""
+    return dataclasses.replace(CFG, tie_embeddings=bool(options.get("tie_embeddings", False)))
+
+
+def reference(tie_embeddings: bool = False) -> dict[str, list[float]]:
     """Plain single-process PyTorch: whole batch, AdamW, clip_grad_norm_."""
     torch.manual_seed(0)
-    model = make_model(CFG)
+    model = make_model(config_for({"tie_embeddings": tie_embeddings}))
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
     out = {"loss": [], "norm": []}
     for batch in make_data():
@@ -82,10 +92,12 @@ def run_mode(mode: str) -> dict[str, list[float]]:
     from auroragpt.parallel.parallelize import parallelize
 
     _, fields, micro, options = MODES[mode]
-    layout = validate(ParallelLayout(**fields), torch.distributed.get_world_size(), CFG, GLOBAL_BATCH, micro)
+    cfg = config_for(options)
+    options = {k: v for k, v in options.items() if k != "tie_embeddings"}
+    layout = validate(ParallelLayout(**fields), torch.distributed.get_world_size(), cfg, GLOBAL_BATCH, micro)
     mesh = build_mesh(layout, "cpu")
     torch.manual_seed(0)
-    pm = parallelize(make_model(CFG), layout, mesh, **options)
+    pm = parallelize(make_model(cfg), layout, mesh, **options)
     opt = torch.optim.AdamW(pm.parameters(), lr=LR)
     dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
     rows = GLOBAL_BATCH // dp_size

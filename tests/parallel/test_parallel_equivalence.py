@@ -29,10 +29,12 @@ def _load_worker():
 
 worker = _load_worker()
 MODES = worker.MODES
-# (loss, grad norm) relative tolerances. fp32 layouts differ only in summation order; bf16 rounds
-# every matmul input, which the (clipped, so sensitive) gradient norm shows most.
-TOLERANCE = {"fsdp_bf16": (2e-2, 0.2)}
-DEFAULT_TOLERANCE = (5e-4, 1e-3)
+# (loss, grad norm) relative tolerances, and how many steps' grad norms are compared. fp32 layouts
+# differ only in summation order. bf16 rounds every matmul input; Adam then amplifies the
+# difference in the (clipped, so sensitive) gradient norm, so only the first step's norm is exact.
+BF16 = (2e-2, 1e-2, 1)
+TOLERANCE = {"fsdp_bf16": BF16, "tp_bf16_autocast": BF16, "ddp_bf16_autocast": BF16}
+DEFAULT_TOLERANCE = (5e-4, 1e-3, worker.STEPS)
 
 
 def _free_port() -> int:
@@ -72,8 +74,8 @@ def results(tmp_path_factory) -> dict:
     for world in sorted({w for w, *_ in MODES.values()}):
         modes = [m for m, (w, *_) in MODES.items() if w == world]
         groups[world] = (_start_group(world, modes, tmp / f"world{world}.json"), tmp / f"world{world}.json")
-    reference = worker.reference()  # computed while the groups start up
-    merged: dict = {"reference": reference}
+    # computed while the groups start up
+    merged: dict = {"reference": {tie: worker.reference(tie) for tie in (False, True)}}
     for world, (procs, out) in groups.items():
         log = _finish_group(procs, timeout=240)
         if not out.exists():
@@ -84,11 +86,12 @@ def results(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_losses_match_single_process(results: dict, mode: str) -> None:
-    ref, got = results["reference"], results[mode]
-    loss_tol, norm_tol = TOLERANCE.get(mode, DEFAULT_TOLERANCE)
+    tied = bool(MODES[mode][3].get("tie_embeddings", False))
+    ref, got = results["reference"][tied], results[mode]
+    loss_tol, norm_tol, norm_steps = TOLERANCE.get(mode, DEFAULT_TOLERANCE)
     assert got["loss"] == pytest.approx(ref["loss"], rel=loss_tol), f"{mode} losses drift from the single-process run"
     # The clipped gradient norm checks that every shard is counted exactly once.
-    assert got["norm"] == pytest.approx(ref["norm"], rel=norm_tol)
+    assert got["norm"][:norm_steps] == pytest.approx(ref["norm"][:norm_steps], rel=norm_tol)
     # Forward-only loss after training (the pipeline runs its eval schedule here).
     assert got["eval"] == pytest.approx(ref["eval"], rel=loss_tol)
 

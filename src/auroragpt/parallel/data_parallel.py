@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
@@ -54,7 +56,11 @@ def apply_ddp(model: nn.Module, dp_mesh: DeviceMesh) -> nn.Module:
     param = next(model.parameters(), None)
     if param is not None and param.device.type not in ("cpu", "meta"):
         device_ids = [param.device]
-    return DistributedDataParallel(model, process_group=dp_mesh.get_group(), device_ids=device_ids, broadcast_buffers=False)
+    # Buffers (the rotary tables) are equal on every rank: no need to re-send them every forward.
+    # Newer torch names this forward_sync_buffers and deprecates broadcast_buffers.
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    return DistributedDataParallel(model, process_group=dp_mesh.get_group(), device_ids=device_ids, **no_buffer_sync)
 
 
 def set_gradient_sync(module: nn.Module, enabled: bool) -> None:
