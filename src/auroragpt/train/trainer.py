@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from auroragpt.config import Config, save_resolved, total_steps
+from auroragpt.errors import ConfigError
 from auroragpt.log import configure, get_logger
 from auroragpt.train.checkpoint import Checkpointer, latest_checkpoint, remove_incomplete, resolve_checkpoint
 from auroragpt.train.guard import SpikeGuard
@@ -82,37 +83,39 @@ def train(cfg: Config) -> TrainResult:
              cfg.model.preset, model_cfg.num_params() / 1e6, steps, info.world_size, accum)
 
     loss = float("nan")
-    while step < steps:
-        lr = lr_at(step, cfg.optim, steps)
-        for optimizer in optimizers:
-            set_lr(optimizer, lr)
-        started = time.perf_counter()
-
-        tokens, targets = next_batch(batches, accum)
-        loss = float(runner.train_step(tokens, targets, cross_entropy, grad_accum=accum))
-        grad_norm = float(runner.clip_grad_norm_(cfg.train.grad_clip))
-        if guard.check(step + 1, loss, grad_norm):
+    try:
+        while step < steps:
+            lr = lr_at(step, cfg.optim, steps)
             for optimizer in optimizers:
-                optimizer.step()
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
+                set_lr(optimizer, lr)
+            started = time.perf_counter()
 
-        synchronize(info.device)
-        elapsed = time.perf_counter() - started
-        step += 1
-        tokens_seen += tokens_per_step
-        if step % cfg.metrics.log_every == 0 or step == steps:
-            record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
-                      "step_time_s": elapsed, "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
-                      **throughput(tokens_per_step, elapsed, flops_per_token, info.world_size, peak)}
-            metrics.write(record)
-            log.info(format_record(record))
-        if should_checkpoint(cfg, step, steps):
-            meta = checkpoint_meta(cfg, model_cfg, step, tokens_seen, guard)
-            checkpointer.save(step, runner.model_parts, optimizers, meta)
+            tokens, targets = next_batch(batches, accum)
+            loss = float(runner.train_step(tokens, targets, cross_entropy, grad_accum=accum))
+            grad_norm = float(runner.clip_grad_norm_(cfg.train.grad_clip))
+            if guard.check(step + 1, loss, grad_norm):
+                for optimizer in optimizers:
+                    optimizer.step()
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+
+            synchronize(info.device)
+            elapsed = time.perf_counter() - started
+            step += 1
+            tokens_seen += tokens_per_step
+            if step % cfg.metrics.log_every == 0 or step == steps:
+                record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
+                          "step_time_s": elapsed, "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
+                          **throughput(tokens_per_step, elapsed, flops_per_token, info.world_size, peak)}
+                metrics.write(record)
+                log.info(format_record(record))
+            if should_checkpoint(cfg, step, steps):
+                meta = checkpoint_meta(cfg, model_cfg, step, tokens_seen, guard)
+                checkpointer.save(step, runner.model_parts, optimizers, meta)
+    finally:
+        metrics.close()
 
     checkpointer.wait()
-    metrics.close()
     if info.rank == 0 and cfg.metrics.plots:
         from auroragpt.train.plots import write_plots
 
@@ -189,6 +192,14 @@ def build_data_loader(cfg: Config, model_cfg, dp_rank: int, dp_size: int, start_
     from auroragpt.data.blend import build_blend_plan
     from auroragpt.data.filelist import parse_file_list
     from auroragpt.data.loader import build_loader
+
+    if d.tokenizer:
+        from auroragpt.data.tokenizer import load_tokenizer
+
+        vocab = load_tokenizer(d.tokenizer).vocab_size
+        if vocab > model_cfg.vocab_size:
+            raise ConfigError(f"the tokenizer {d.tokenizer} has {vocab} tokens but model.vocab_size is {model_cfg.vocab_size}",
+                              hint="leave model.vocab_size unset to take it from the tokenizer, or raise it")
 
     plan = build_blend_plan(parse_file_list(d.file_list), d.seq_len, steps * d.global_batch, d.seed,
                             split="train", valid_fraction=d.valid_fraction)
