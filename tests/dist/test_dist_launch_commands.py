@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_paragraph_error, child_env, run_cli
+from dist_cli_helpers import assert_one_paragraph_error, child_env, run_cli
 
 from auroragpt.dist.launch import LaunchRequest, build_launch_plan
 from auroragpt.errors import LaunchError

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import BIN, child_env, run_cli
+from dist_cli_helpers import BIN, child_env, run_cli
 
 WORKER = str(Path(__file__).with_name("dist_allreduce_worker.py"))
 
