@@ -109,3 +109,27 @@ def test_unknown_task_is_a_clear_error(tmp_path, tokenizer_path, capsys):
     code = main(["eval", str(folder), "--tasks", "nope", "--include-path", str(tmp_path / "tasks")])
     assert code == 2
     assert "unknown lm-eval task" in capsys.readouterr().err
+
+
+def test_adapter_handles_inputs_longer_than_the_context(tokenizer_path):
+    from lm_eval.api.instance import Instance
+
+    from auroragpt.eval.harness import AuroraLM
+
+    tok = load_tokenizer(tokenizer_path)
+    model = make_model(vocab_size=tok.vocab_size, max_seq_len=32)
+    lm = AuroraLM(model, tok, batch_size=2)
+    long_text = " ".join(QUESTIONS * 6)
+    assert len(tok.encode(long_text)) > 3 * 32
+
+    def request(kind, args):
+        return Instance(request_type=kind, doc={}, arguments=args, idx=0)
+
+    (score, _), = lm.loglikelihood([request("loglikelihood", (long_text, " lazy dog"))])
+    ids = tok.encode(long_text + " lazy dog")
+    n_cont = len(ids) - len(tok.encode(long_text))
+    assert score == pytest.approx(_logprob(model, ids[-33:], 33 - n_cont), abs=1e-4)
+    (total,) = lm.loglikelihood_rolling([request("loglikelihood_rolling", (long_text,))])
+    assert math.isfinite(total) and total < 0
+    (text,) = lm.generate_until([request("generate_until", (long_text, {"until": ["."], "max_gen_toks": 5}))])
+    assert "." not in text

@@ -116,30 +116,40 @@ class AuroraLM(_HarnessLM):
             totals.append(total)
         return totals
 
+    def _generation_settings(self, context: str, gen_kwargs: dict | None) -> tuple[list[int], tuple, list[str]]:
+        """Prompt ids, the sampling settings (hashable, to batch equal ones) and the stop strings."""
+        kwargs = dict(gen_kwargs or {})
+        until = kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        max_new = max(0, min(int(kwargs.get("max_gen_toks", self.max_gen_toks)), self.max_length - 1))
+        do_sample = bool(kwargs.get("do_sample", False))
+        temperature = float(kwargs.get("temperature", 1.0)) if do_sample else 0.0
+        settings = (max_new, temperature, float(kwargs.get("top_p", 1.0)), int(kwargs.get("top_k", 0) or 0),
+                    kwargs.get("seed"))
+        ids = self.tokenizer.encode(context) if context else [self.tokenizer.eod_id]
+        return ids[-(self.max_length - max_new):], settings, until
+
     def generate_until(self, requests) -> list[str]:
         from auroragpt.model.generate import generate
 
-        outputs: list[str] = []
-        for req in requests:
-            context, gen_kwargs = req.args
-            kwargs = dict(gen_kwargs or {})
-            until = kwargs.pop("until", None) or []
-            until = [until] if isinstance(until, str) else list(until)
-            max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
-            do_sample = bool(kwargs.pop("do_sample", False))
-            temperature = float(kwargs.pop("temperature", 1.0 if do_sample else 0.0)) if do_sample else 0.0
-            top_p, top_k = float(kwargs.pop("top_p", 1.0)), int(kwargs.pop("top_k", 0) or 0)
-            max_new = max(0, min(max_new, self.max_length - 1))
-            ids = self.tokenizer.encode(context) if context else [self.tokenizer.eod_id]
-            ids = ids[-(self.max_length - max_new):]
-            new = generate(self.model, [ids], max_new, temperature=temperature, top_p=top_p, top_k=top_k,
-                           stop_ids=(self.tokenizer.eod_id,), seed=kwargs.pop("seed", None))[0]
-            text = self.tokenizer.decode(new)
-            for stop in until:
-                if stop and stop in text:
-                    text = text[:text.index(stop)]
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-            outputs.append(text)
+        prepared = [self._generation_settings(*req.args) for req in requests]
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, settings, _) in enumerate(prepared):
+            groups.setdefault(settings, []).append(i)
+        outputs: list[str] = [""] * len(requests)
+        for (max_new, temperature, top_p, top_k, seed), members in groups.items():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start:start + self.batch_size]
+                new = generate(self.model, [prepared[i][0] for i in chunk], max_new, temperature=temperature,
+                               top_p=top_p, top_k=top_k, stop_ids=(self.tokenizer.eod_id,), seed=seed)
+                for i, tokens in zip(chunk, new):
+                    text = self.tokenizer.decode(tokens)
+                    for stop in prepared[i][2]:
+                        if stop and stop in text:
+                            text = text[:text.index(stop)]
+                    outputs[i] = text
+        for req, text in zip(requests, outputs):
+            self.cache_hook.add_partial("generate_until", req.args, text)
         return outputs
 
 
