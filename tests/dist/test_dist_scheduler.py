@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auroragpt.dist.scheduler import detect_allocation, detect_scheduler, expand_nodelist, read_hostfile
 from auroragpt.errors import LaunchError
@@ -58,3 +60,22 @@ def test_detect_scheduler_and_allocation(tmp_path: Path) -> None:
     assert detect_scheduler({}) == "none" and len(detect_allocation({}).hosts) == 1
     with pytest.raises(LaunchError, match="PBS_NODEFILE is not"):
         detect_allocation({"PBS_JOBID": "1"})
+
+
+_prefixes = st.text(alphabet="abcxyz-", min_size=1, max_size=4).filter(lambda p: not p[-1].isdigit())
+_ranges = st.tuples(st.integers(0, 500), st.integers(0, 20), st.integers(1, 5))  # start, length, width
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_prefixes, st.lists(_ranges, min_size=1, max_size=3)), min_size=1, max_size=3))
+def test_expand_nodelist_matches_an_independent_expansion(groups: list) -> None:
+    text_parts, expected = [], []
+    for prefix, ranges in groups:
+        pieces = []
+        for start, length, width in ranges:
+            first, last = str(start).zfill(width), str(start + length).zfill(width)
+            pieces.append(first if length == 0 else f"{first}-{last}")
+            padded = first.startswith("0")
+            expected += [prefix + (str(n).zfill(len(first)) if padded else str(n)) for n in range(start, start + length + 1)]
+        text_parts.append(f"{prefix}[{','.join(pieces)}]")
+    assert expand_nodelist(",".join(text_parts)) == expected

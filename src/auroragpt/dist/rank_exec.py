@@ -14,8 +14,9 @@ import threading
 from typing import BinaryIO
 
 from auroragpt.dist.env import read_rank_info
+from auroragpt.errors import AuroraError
 
-FAILURE_PATTERN = re.compile(r"auroragpt launch: rank (\d+) exited with code (\d+)")
+FAILURE_PATTERN = re.compile(r"auroragpt launch: rank (\d+|\?) exited with code (\d+)")
 
 
 def _pump(source: BinaryIO, sink: BinaryIO, prefix: bytes) -> None:
@@ -35,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--"]:
         args = args[1:]
-    rank = read_rank_info(use_mpi4py=False).rank
+    try:
+        rank: int | str = read_rank_info(use_mpi4py=False).rank
+    except AuroraError:
+        rank = "?"  # the command itself will report the bad variables through setup()
     if not args:
         print(f"auroragpt launch: rank {rank}: no command given", file=sys.stderr)
         return 2

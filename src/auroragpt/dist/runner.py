@@ -20,7 +20,7 @@ from auroragpt.errors import LaunchError
 @dataclasses.dataclass(frozen=True)
 class JobResult:
     exit_code: int
-    failed_rank: int | None  # the first rank that reported a failure, when one did
+    failed_rank: str | None  # the first rank that reported a failure ("?" if it could not tell its rank)
     interrupted: bool
 
 
@@ -32,6 +32,7 @@ def run_plan(plan: LaunchPlan, retries: int = 0, grace_s: float = 15.0, failure_
     """
     if retries < 0:
         raise LaunchError(f"--retries {retries} must be 0 or more", hint="pass --retries 0 (no restart) or more")
+    _say(f"running {plan.nprocs} rank(s) on {len(plan.hosts)} host(s): {plan.shell_line()}")
     result = JobResult(0, None, False)
     for attempt in range(retries + 1):
         if attempt:
@@ -61,7 +62,7 @@ def _run_once(plan: LaunchPlan, grace_s: float, failure_grace_s: float) -> JobRe
         raise LaunchError(f"the launcher program {plan.argv[0]!r} was not found on PATH",
                           hint="load the MPI module (or activate the venv that has mpiexec), "
                           "or choose another with --launcher") from None
-    first_failure: list[tuple[int, int]] = []
+    first_failure: list[tuple[str, int]] = []
     received: list[int] = []
     signal_times: list[float] = []
     failure_times: list[float] = []
@@ -73,7 +74,7 @@ def _run_once(plan: LaunchPlan, grace_s: float, failure_grace_s: float) -> JobRe
             if scan and not first_failure:
                 match = FAILURE_PATTERN.search(line.decode("utf-8", "replace"))
                 if match:
-                    first_failure.append((int(match.group(1)), int(match.group(2))))
+                    first_failure.append((match.group(1), int(match.group(2))))
                     failure_times.append(time.monotonic())
 
     def forward(signum: int, _frame: object) -> None:
