@@ -61,7 +61,7 @@ def timed_request(engine: Engine, prompt: list[int], n: int, out: list, index: i
     start_gate.wait()
     t0 = time.perf_counter()
     stamps, ids = [], []
-    for event in engine.stream(prompt, SamplingParams(max_tokens=n, temperature=0)):
+    for event in engine.stream(prompt, SamplingParams(max_tokens=n, temperature=0, ignore_eos=True)):
         if event.token_ids:
             stamps.append(time.perf_counter())
             ids.extend(event.token_ids)
@@ -99,6 +99,92 @@ def latency_stats(results: list[dict]) -> dict[str, dict[str, float]]:
     return {"ttft_ms": percentiles(ttft), "tpot_ms": percentiles(tpot), "itl_ms": percentiles(itl)}
 
 
+def _sse_request(base: str, prompt: str, n: int, out: list, index: int, gate: threading.Event) -> None:
+    """One streamed completion over HTTP; timestamps of every event that carries text."""
+    import httpx
+
+    body = {"prompt": prompt, "max_tokens": n, "temperature": 0, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
+    gate.wait()
+    t0, stamps, tokens = time.perf_counter(), [], 0
+    with httpx.stream("POST", base + "/v1/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            elif chunk["choices"] and chunk["choices"][0]["text"]:
+                stamps.append(time.perf_counter())
+    out[index] = {"start": t0, "stamps": stamps, "ids": [0] * tokens}
+
+
+def http_benchmark(args: argparse.Namespace) -> None:
+    """1 vs C streaming clients against a real `auroragpt serve` process (BPE tokenizer, JSON, SSE)."""
+    import os
+    import socket
+    import subprocess
+    import tempfile
+
+    import httpx
+
+    from auroragpt.data.tokenizer import train_bpe
+    from auroragpt.model.io import save_model
+
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        texts = [Path(m.__file__).read_text() for m in (argparse, json, statistics, threading)]  # local text only
+        tok = train_bpe(texts, 1024, Path(tmp) / "tokenizer.json")
+        cfg = get_preset(args.preset, vocab_size=tok.vocab_size, max_seq_len=args.prompt_tokens * 4 + args.new_tokens + 8)
+        model = GPT(cfg)
+        model.init_weights(torch.Generator().manual_seed(0))
+        save_model(model, Path(tmp) / "model", tokenizer_path=Path(tmp) / "tokenizer.json")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "AURORAGPT_LOG_LEVEL": "WARNING"}
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        server = subprocess.Popen([sys.executable, "-m", "auroragpt.cli", "serve", str(Path(tmp) / "model"), "--port", str(port),
+                                   "--device", args.device, "--dtype", args.dtype, "--max-batch", str(args.clients),
+                                   "--max-tokens-cap", str(args.new_tokens)], env=env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(base + "/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit("the server did not start") from None
+                time.sleep(0.2)
+            words = texts[0].split()
+            prompts = [" ".join(words[i * 50: i * 50 + args.prompt_tokens]) for i in range(args.clients)]
+            n = args.new_tokens
+            print(f"HTTP: preset {args.preset}, {args.device} {args.dtype}, {n} new tokens, {args.clients} clients")
+            for label, batch in (("warm-up", prompts[:1]), ("1 client", prompts[:1]), (f"{args.clients} clients", prompts)):
+                gate, results = threading.Event(), [None] * len(batch)
+                threads = [threading.Thread(target=_sse_request, args=(base, p, n if label != "warm-up" else 4, results, i, gate))
+                           for i, p in enumerate(batch)]
+                for t in threads:
+                    t.start()
+                t0 = time.perf_counter()
+                gate.set()
+                for t in threads:
+                    t.join(timeout=3600)
+                wall = time.perf_counter() - t0
+                if label == "warm-up":
+                    continue
+                total = sum(len(r["ids"]) for r in results)
+                print(f"{label:12s}: {total / wall:8.1f} tok/s total ({total} tokens in {wall:.2f} s)")
+                for name, values in latency_stats(results).items():
+                    print(f"  {name:8s} " + "  ".join(f"{k} {v:8.2f}" for k, v in values.items()))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny")
@@ -109,9 +195,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--http", action="store_true", help="measure 1 vs C clients through a real server over HTTP")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.http:
+        http_benchmark(args)
+        return
     torch.manual_seed(0)
     cfg = get_preset(args.preset, max_seq_len=args.prompt_tokens + args.new_tokens + 8)
     model = GPT(cfg)

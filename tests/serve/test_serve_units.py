@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import time
 
@@ -108,6 +109,44 @@ def test_engine_batches_more_requests_than_slots_and_matches_recompute(tiny_engi
     for i, prompt in enumerate(prompts):
         assert results[i].token_ids == _greedy(tiny_engine.model, prompt, 5 + 2 * i)
     assert tiny_engine.num_running == 0 and tiny_engine.queue_depth == 0
+
+
+def test_one_token_requests_finish_at_admission(tiny_engine):
+    events = list(tiny_engine.stream([3, 4, 5], SamplingParams(max_tokens=1, temperature=0)))
+    assert len(events) == 1 and events[0].finished and events[0].completion_tokens == 1
+    again = tiny_engine.generate([3, 4, 5], SamplingParams(max_tokens=1, temperature=0), timeout_s=60)
+    assert again.token_ids == events[0].token_ids == _greedy(tiny_engine.model, [3, 4, 5], 1)
+
+
+def test_end_of_document_as_first_token_leaves_the_batch_healthy(tiny_engine):
+    model = tiny_engine.model
+    with torch.no_grad():
+        first = int(model(torch.tensor([[3, 4, 5]]))[0, -1].argmax())
+    tokenizer = _CharTokenizer()
+    tokenizer.eod_id = first  # this prompt's first greedy token now ends the document
+    engine = Engine(model, tokenizer, max_batch=3).start()  # a free slot left after both are admitted
+    entered, release = threading.Event(), threading.Event()
+    long_events: queue.Queue = queue.Queue()
+    short_events: queue.Queue = queue.Queue()
+
+    def long_sink(event) -> None:
+        entered.set()
+        release.wait(10)  # hold the engine until the short request waits behind this one
+        long_events.put(event)
+
+    try:
+        engine.submit([9, 8], SamplingParams(max_tokens=30, temperature=0, ignore_eos=True), long_sink)
+        assert entered.wait(10)
+        engine.submit([3, 4, 5], SamplingParams(max_tokens=5, temperature=0), short_events.put)
+        release.set()
+        short = short_events.get(timeout=30)
+        longs = [long_events.get(timeout=30)]
+        while not longs[-1].finished:
+            longs.append(long_events.get(timeout=30))
+    finally:
+        engine.stop()
+    assert short.finished and short.token_ids == [] and short.finish_reason == "stop"
+    assert longs[-1].error is None and longs[-1].completion_tokens == 30
 
 
 def test_engine_refuses_what_does_not_fit(tiny_engine):

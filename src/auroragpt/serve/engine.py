@@ -40,6 +40,7 @@ class SamplingParams:
     top_k: int = 0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # keep going past end of document (benchmarks want exact lengths)
 
     def validate(self) -> None:
         if self.max_tokens < 1:
@@ -299,7 +300,7 @@ class Engine:
         while len(self._running) < self.max_batch:
             with self._wake:
                 if not self._waiting:
-                    return
+                    break
                 request = self._waiting.popleft()
             if request.cancelled:
                 continue
@@ -330,7 +331,7 @@ class Engine:
             return
         token = sample_next(logits, request.params, request.generator)
         reason = None
-        if self._eod is not None and token == self._eod:
+        if self._eod is not None and token == self._eod and not request.params.ignore_eos:
             reason = "stop"
         else:
             request.generated.append(token)

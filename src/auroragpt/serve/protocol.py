@@ -43,6 +43,7 @@ class _Common(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)  # an extension, as in vLLM; 0 = off
+    ignore_eos: bool = False  # an extension, as in vLLM
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
@@ -183,7 +184,7 @@ def prepare(kind: str, body: Any, tokenizer, render_chat, limits: Limits) -> Pre
         raise APIError(400, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the context of "
                        f"{limits.context} tokens", param="max_tokens", code="context_length_exceeded")
     params = SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-                            stop=_stops(req.stop), seed=req.seed)
+                            stop=_stops(req.stop), seed=req.seed, ignore_eos=req.ignore_eos)
     include_usage = bool((req.stream_options or {}).get("include_usage"))
     return Prepared(kind, prompt_ids, params, req.stream, include_usage)
 
