@@ -33,6 +33,8 @@ MODES: dict[str, tuple[int, dict, int, dict]] = {
     "tp_loss_parallel_no_sp": (2, {"tp": 2, "dp_shard": 1, "sequence_parallel": False, "loss_parallel": True}, 8, {}),
     "tp_tied_embeddings": (2, {"tp": 2, "dp_shard": 1}, 8, {"tie_embeddings": True}),
     "fsdp_tied_embeddings": (2, {"dp_shard": 2}, 4, {"tie_embeddings": True}),
+    "fsdp_meta_init": (2, {"dp_shard": 2}, 4, {"meta_init": True}),
+    "tp_meta_init": (2, {"tp": 2, "dp_shard": 1}, 8, {"meta_init": True}),
     "pp_1f1b": (2, {"pp": 2, "dp_shard": 1, "pp_microbatches": 2}, 4, {}),
     "fsdp2_tp2": (4, {"dp_shard": 2, "tp": 2}, 2, {}),
     "hsdp2x2": (4, {"dp_replicate": 2, "dp_shard": 2}, 2, {}),
@@ -93,11 +95,18 @@ def run_mode(mode: str) -> dict[str, list[float]]:
 
     _, fields, micro, options = MODES[mode]
     cfg = config_for(options)
-    options = {k: v for k, v in options.items() if k != "tie_embeddings"}
+    meta_init = options.get("meta_init", False)
+    options = {k: v for k, v in options.items() if k not in ("tie_embeddings", "meta_init")}
     layout = validate(ParallelLayout(**fields), torch.distributed.get_world_size(), cfg, GLOBAL_BATCH, micro)
     mesh = build_mesh(layout, "cpu")
     torch.manual_seed(0)
-    pm = parallelize(make_model(cfg), layout, mesh, **options)
+    if meta_init:  # the big-model path: no full copy of the weights on any rank
+        with torch.device("meta"):
+            model = GPT(cfg)
+        pm = parallelize(model, layout, mesh, device="cpu", **options)
+        pm.init_weights(seed=0)
+    else:
+        pm = parallelize(make_model(cfg), layout, mesh, **options)
     opt = torch.optim.AdamW(pm.parameters(), lr=LR)
     dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
     rows = GLOBAL_BATCH // dp_size

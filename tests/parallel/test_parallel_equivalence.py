@@ -84,7 +84,22 @@ def results(tmp_path_factory) -> dict:
     return merged
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+EXACT_MODES = [m for m, (*_, options) in MODES.items() if not options.get("meta_init")]
+META_MODES = [m for m in MODES if m not in EXACT_MODES]
+
+
+@pytest.mark.parametrize("mode", META_MODES)
+def test_meta_device_init_trains(results: dict, mode: str) -> None:
+    """Built on the meta device and initialised after sharding: a different draw, same behaviour."""
+    import math
+
+    losses = results[mode]["loss"]
+    assert all(math.isfinite(x) for x in losses + results[mode]["norm"])
+    assert losses[0] == pytest.approx(math.log(worker.CFG.vocab_size), rel=0.02)  # uniform at init
+    assert min(losses[1:]) < losses[0]
+
+
+@pytest.mark.parametrize("mode", EXACT_MODES)
 def test_losses_match_single_process(results: dict, mode: str) -> None:
     tied = bool(MODES[mode][3].get("tie_embeddings", False))
     ref, got = results["reference"][tied], results[mode]

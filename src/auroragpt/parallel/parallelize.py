@@ -80,6 +80,20 @@ class ParallelModel:
     def eval(self) -> "ParallelModel":
         return self.train(False)
 
+    @torch.no_grad()
+    def init_weights(self, seed: int) -> None:
+        """Allocate and initialise parts built on the meta device (a model too big for one device).
+
+        Every rank draws from the same seed; sharded (DTensor) parameters are filled shard by
+        shard, so values differ from a single-device init but have the same distribution.
+        """
+        for part in self.model_parts:
+            gpt = getattr(part, "module", part)  # under DDP
+            if any(p.is_meta for p in gpt.parameters()) or any(b.is_meta for b in gpt.buffers()):
+                gpt.to_empty(device=self.device)
+            torch.manual_seed(seed)
+            gpt.init_weights()
+
     # ----------------------------------------------------------------- the step
     def train_step(self, tokens: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn, grad_accum: int = 1) -> torch.Tensor:
         """Forward + backward over `grad_accum` equal slices of the batch; gradients accumulate.
