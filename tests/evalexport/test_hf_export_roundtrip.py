@@ -65,8 +65,9 @@ def test_exported_tokenizer_and_model_card(tmp_path, tokenizer_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
-def test_import_round_trip_gives_the_same_model(tmp_path, tokenizer_path):
-    model = make_model(tie=False, seed=3)
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_import_round_trip_gives_the_same_model(tmp_path, tokenizer_path, tie):
+    model = make_model(tie=tie, seed=3)
     out = _export_via_cli(tmp_path, model, tokenizer_path, "--max-shard-size", "100KB")
     back = tmp_path / "imported"
     assert main(["import", "hf", str(out), str(back)]) == 0
@@ -74,6 +75,7 @@ def test_import_round_trip_gives_the_same_model(tmp_path, tokenizer_path):
     assert loaded.cfg == model.cfg
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert (loaded.output.weight is loaded.tok_embeddings.weight) == tie
     assert (back / "tokenizer.json").is_file()
     assert config["meta"]["original_meta"]["tokens_seen"] == 123456
 

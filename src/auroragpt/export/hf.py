@@ -360,9 +360,12 @@ def load_hf(hf_dir: str | os.PathLike, dtype: str | None = "float32"):
         state[ours] = weights[theirs].to(target)
     if cfg.tie_embeddings:
         state["output.weight"] = state["tok_embeddings.weight"]
-    model = GPT(cfg).to(target)
-    model.load_state_dict(state, strict=True)
-    model.reset_rotary()
+    with torch.device("meta"):  # no random init of weights about to be replaced
+        model = GPT(cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    if cfg.tie_embeddings:
+        model.output.weight = model.tok_embeddings.weight
+    model.reset_rotary("cpu")
     return model.eval(), cfg
 
 
