@@ -88,7 +88,7 @@ def train(cfg: Config) -> TrainResult:
             lr = lr_at(step, cfg.optim, steps)
             for optimizer in optimizers:
                 set_lr(optimizer, lr)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
 
             tokens, targets = next_batch(batches, accum)
             loss = float(runner.train_step(tokens, targets, cross_entropy, grad_accum=accum))
@@ -100,12 +100,12 @@ def train(cfg: Config) -> TrainResult:
                 optimizer.zero_grad(set_to_none=True)
 
             synchronize(info.device)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
             step += 1
             tokens_seen += tokens_per_step
             if step % cfg.metrics.log_every == 0 or step == steps:
                 record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
-                          "step_time_s": elapsed, "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
+                          "step_time_s": elapsed, "cpu_time_s": cpu_elapsed, "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
                           **throughput(tokens_per_step, elapsed, flops_per_token, info.world_size, peak)}
                 metrics.write(record)
                 log.info(format_record(record))
