@@ -180,13 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--megatron", action="store_true", help="also build megatron-core's blend on the same files")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--clean", action="store_true", help="delete the generated data afterwards")
+    parser.add_argument("--warm", action="store_true", help="do not drop the page cache before each build")
     args = parser.parse_args(argv)
 
     out = args.out / f"{args.tokens:.0e}_{args.files}"
     print(f"synthetic corpora: {args.tokens:.3g} tokens over {args.files} files in {out}")
     list_path = generate(out, args.tokens, args.files, args.corpora, args.seed)
     num_samples = int(args.tokens) // args.seq_len
-    cold = _drop_page_cache()
+    cold = not args.warm and _drop_page_cache()
     ours = _run(OURS, [str(list_path), str(args.seq_len), str(num_samples), str(args.lookups)], args.timeout)
     print(f"auroragpt: plan of {num_samples:,} samples (S={args.seq_len}) built in {ours['build_s']:.3f} s "
           f"({'cold page cache' if cold else 'page cache not dropped'}; +{ours['import_s']:.2f} s imports), "
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.megatron:
         cache = out / "megatron_cache"
         shutil.rmtree(cache, ignore_errors=True)
-        cold = _drop_page_cache()
+        if not args.warm:
+            _drop_page_cache()
         theirs = _run(MEGATRON, [str(list_path), str(args.seq_len), str(num_samples), str(cache)], args.timeout)
         shutil.rmtree(cache, ignore_errors=True)
         print(f"megatron-core: built in {theirs['build_s']:.2f} s, peak RSS {theirs['peak_rss'] / 2**20:.0f} MiB")

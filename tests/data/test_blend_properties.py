@@ -157,3 +157,41 @@ def test_bad_arguments_are_clear(corpora):
         build_blend_plan(corpora, 8, 10, split="valid", valid_fraction=0.0)
     with pytest.raises(IndexError):
         build_blend_plan(corpora, 8, 10).sample(10)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    files=st.lists(
+        st.tuples(st.sampled_from(["x", "y", "z"]), st.floats(0.1, 5.0),
+                  st.lists(st.integers(1, 120), min_size=1, max_size=25)),
+        min_size=1, max_size=5,
+    ),
+    seq_len=st.integers(2, 24),
+    num_samples=st.integers(1, 1500),
+)
+def test_random_corpora(tmp_path_factory, files, seq_len, num_samples):
+    root = tmp_path_factory.mktemp("random")
+    lines = []
+    for f, (corpus, weight, lengths) in enumerate(files):
+        with IndexedDatasetWriter(root / f"d{f}", np.int32) as writer:
+            pos = 0
+            for n in lengths:
+                writer.add_document(f * 1_000_000 + np.arange(pos, pos + n))
+                pos += n
+        lines.append(f"{weight} {root / f'd{f}'} {corpus}")
+    (root / "list.txt").write_text("\n".join(lines) + "\n")
+    fl = parse_file_list(root / "list.txt")
+    if any(sum(lengths) < seq_len + 1 for _, _, lengths in files):
+        with pytest.raises(Exception, match="fewer than seq_len"):
+            build_blend_plan(fl, seq_len, num_samples, valid_fraction=0.0)
+        return
+    plan = build_blend_plan(fl, seq_len, num_samples, seed=num_samples, valid_fraction=0.0)
+    idx = np.arange(num_samples)
+    owner = plan.corpus_of_batch(idx)
+    assert max_window_error(owner, plan.schedule_counts / len(plan.schedule_owner), num_samples) <= 2.0
+    tokens = plan.samples_batch(idx)
+    assert tokens.shape == (num_samples, seq_len + 1)
+    # each sample is a contiguous run of one file, from the corpus the schedule names
+    assert (np.diff(tokens, axis=1) == 1).all()
+    file_of = tokens[:, 0] // 1_000_000
+    assert [plan.corpus_names.index(fl.entries[f].corpus) for f in file_of] == owner.tolist()

@@ -123,10 +123,6 @@ class CorpusSummary:
     tokens: int  # tokens of this split
 
     @property
-    def achieved(self) -> float:
-        return self.samples
-
-    @property
     def epochs(self) -> float:
         return self.samples / self.windows if self.windows else 0.0
 
