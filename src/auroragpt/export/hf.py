@@ -251,7 +251,7 @@ def export_hf(model: torch.nn.Module, out_dir: str | os.PathLike, meta: dict | N
     for ours, theirs in name_map(cfg.n_layers, cfg.tie_embeddings).items():
         if ours not in state:
             raise ConfigError(f"model has no tensor {ours!r}; only a whole (unsharded, all-stage) model can be exported")
-        tensors[theirs] = state[ours].detach().to("cpu", target).contiguous().clone()
+        tensors[theirs] = state[ours].detach().to("cpu", target).contiguous()
     tmp = _fresh_temp_dir(out)
     try:
         _save_weights(tensors, tmp, max_shard_bytes)
