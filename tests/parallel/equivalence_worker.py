@@ -35,6 +35,7 @@ MODES: dict[str, tuple[int, dict, int, dict]] = {
     "fsdp_tied_embeddings": (2, {"dp_shard": 2}, 4, {"tie_embeddings": True}),
     "fsdp_meta_init": (2, {"dp_shard": 2}, 4, {"meta_init": True}),
     "tp_meta_init": (2, {"tp": 2, "dp_shard": 1}, 8, {"meta_init": True}),
+    "pp_bf16_autocast": (2, {"pp": 2, "dp_shard": 1, "pp_microbatches": 2}, 8, {"mixed_precision": True}),
     "pp_1f1b": (2, {"pp": 2, "dp_shard": 1, "pp_microbatches": 2}, 4, {}),
     "fsdp2_tp2": (4, {"dp_shard": 2, "tp": 2}, 2, {}),
     "hsdp2x2": (4, {"dp_replicate": 2, "dp_shard": 2}, 2, {}),

@@ -33,7 +33,7 @@ MODES = worker.MODES
 # differ only in summation order. bf16 rounds every matmul input; Adam then amplifies the
 # difference in the (clipped, so sensitive) gradient norm, so only the first step's norm is exact.
 BF16 = (2e-2, 1e-2, 1)
-TOLERANCE = {"fsdp_bf16": BF16, "tp_bf16_autocast": BF16, "ddp_bf16_autocast": BF16}
+TOLERANCE = {mode: BF16 for mode, (*_, options) in MODES.items() if options.get("mixed_precision")}
 DEFAULT_TOLERANCE = (5e-4, 1e-3, worker.STEPS)
 
 

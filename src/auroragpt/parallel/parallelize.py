@@ -149,7 +149,7 @@ class ParallelModel:
             step_losses: list[torch.Tensor] = []  # the schedule clears the list it is given
             args = (x,) if self.is_first_stage else ()
             kwargs = {"target": y, "losses": step_losses} if self.is_last_stage else {}
-            with self._loss_context():
+            with self._loss_context(), self._autocast():
                 if train:
                     schedule.step(*args, **kwargs)
                 else:
@@ -163,8 +163,7 @@ class ParallelModel:
         if self._schedule is None:
 
             def scaled_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-                with self._autocast():
-                    return self._loss_fn(output, target) * self._loss_scale
+                return self._loss_fn(output, target) * self._loss_scale
 
             self._schedule = build_schedule(self._stages, self.layout, scaled_loss)
         return self._schedule
