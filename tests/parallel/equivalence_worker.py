@@ -26,6 +26,7 @@ MODES: dict[str, tuple[int, dict, int, dict]] = {
     "ddp": (2, {"dp_replicate": 2, "dp_shard": 1}, 2, {}),
     "fsdp": (2, {"dp_shard": 2}, 2, {}),
     "fsdp_activation_checkpoint": (2, {"dp_shard": 2}, 4, {"activation_checkpoint": "full"}),
+    "fsdp_selective_checkpoint": (2, {"dp_shard": 2}, 4, {"activation_checkpoint": "selective"}),
     "fsdp_bf16": (2, {"dp_shard": 2}, 4, {"mixed_precision": True}),
     "tp": (2, {"tp": 2, "dp_shard": 1}, 8, {}),
     "tp_bf16_autocast": (2, {"tp": 2, "dp_shard": 1}, 8, {"mixed_precision": True}),

@@ -138,7 +138,7 @@ def test_stage_assignment_is_interleaved() -> None:
     assert list(stage_layers(5, 8, 16)) == [10, 11]
 
 
-@pytest.mark.parametrize("mode,every", [("none", 0), (False, 0), ("full", 1), (True, 1), ("every:2", 2), (3, 3)])
+@pytest.mark.parametrize("mode,every", [("none", 0), (False, 0), ("full", 1), (True, 1), ("every:2", 2), (3, 3), ("selective", "selective")])
 def test_activation_checkpoint_modes(mode: object, every: int) -> None:
     assert parse_mode(mode) == every
 

@@ -1,50 +1,81 @@
 """Activation checkpointing: recompute a block's activations in backward instead of storing them.
 
+Modes: "none"; "full" (store only each block's input); "every:N" (full, on every N-th block);
+"selective" (store the outputs of the matrix products and attention, recompute the cheap
+element-wise work: norms, rotary, SiLU; most of full's memory saving for a few % of compute).
 The block's `forward` is replaced on the instance rather than wrapping the module, so parameter
 names (and therefore checkpoints and exports) stay exactly those of the single-device model.
 """
 
 from __future__ import annotations
 
+import functools
+
+import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from auroragpt.errors import ConfigError
 
+SELECTIVE = "selective"
 
-def parse_mode(mode: bool | str | int | None) -> int:
-    """Checkpoint every n-th block: 0 = off, 1 = every block ("full"), n = every n-th block."""
+
+def parse_mode(mode: bool | str | int | None) -> int | str:
+    """0 = off, n >= 1 = full checkpointing of every n-th block, "selective" = op-level on every block."""
     if mode in (None, False, "none", "off", 0):
         return 0
     if mode in (True, "full", 1):
         return 1
+    if mode == SELECTIVE:
+        return SELECTIVE
     if isinstance(mode, int) and not isinstance(mode, bool) and mode > 1:
         return mode
     if isinstance(mode, str) and mode.startswith("every:") and mode[6:].isdigit() and int(mode[6:]) >= 1:
         return int(mode[6:])
     raise ConfigError(
         f"activation_checkpoint = {mode!r} is not understood",
-        hint='use "none", "full" (every block) or "every:N" (every N-th block)',
+        hint='use "none", "full" (every block), "every:N" (every N-th block) or "selective" (recompute element-wise ops)',
     )
 
 
 def apply_activation_checkpoint(model: nn.Module, mode: bool | str | int | None) -> int:
     """Checkpoint the chosen blocks of `model.layers`; returns how many were wrapped."""
-    every = parse_mode(mode)
-    if every == 0:
+    parsed = parse_mode(mode)
+    if parsed == 0:
         return 0
+    every = 1 if parsed == SELECTIVE else parsed
+    context_fn = _selective_context if parsed == SELECTIVE else None
     wrapped = 0
     for index, block in enumerate(model.layers.values()):
         if index % every:
             continue
-        block.forward = _checkpointed(block.forward)
+        block.forward = _checkpointed(block.forward, context_fn)
         wrapped += 1
     return wrapped
 
 
-def _checkpointed(plain_forward):
+def _checkpointed(plain_forward, context_fn):
     # A plain closure (not functools.partial) so torch.compile sees the checkpoint call and traces it.
+    extra = {"context_fn": context_fn} if context_fn is not None else {}
+
     def forward(*args, **kwargs):
-        return checkpoint(plain_forward, *args, use_reentrant=False, **kwargs)
+        return checkpoint(plain_forward, *args, use_reentrant=False, **extra, **kwargs)
 
     return forward
+
+
+@functools.cache
+def _saved_ops() -> frozenset:
+    """Operators whose outputs selective checkpointing keeps: matrix products and attention."""
+    aten = torch.ops.aten
+    names = ("mm", "addmm", "bmm", "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+             "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+    return frozenset(getattr(aten, n).default for n in names if hasattr(aten, n))
+
+
+def _save_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _saved_ops() else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _selective_context():
+    return create_selective_checkpoint_contexts(_save_matmuls)
