@@ -97,6 +97,7 @@ def test_keep_last_and_load_into_training_state(tmp_path):
     assert all(torch.equal(state_a[k]["exp_avg"], state_b[k]["exp_avg"]) for k in state_a)
 
 
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 def test_async_save_finishes_on_wait(tmp_path):
     from auroragpt.model.gpt import GPT
     from auroragpt.model.presets import get_preset
