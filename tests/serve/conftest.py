@@ -135,7 +135,7 @@ def servers(model_dir, tmp_path_factory):
 
     keyfile.write_text(f"# test keys\n{hash_key(KEY)}\n")
     main = Server(model_dir, tmp, ["--api-keys-file", str(keyfile)], env_keys="")
-    limited = Server(model_dir, tmp, ["--rate-limit-rps", "1", "--rate-limit-tpm", "250"], env_keys=LIMITED_KEY)
+    limited = Server(model_dir, tmp, ["--rate-limit-rps", "0.5", "--rate-limit-tpm", "250"], env_keys=LIMITED_KEY)
     try:
         main.wait_ready()
         limited.wait_ready()

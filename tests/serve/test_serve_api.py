@@ -83,9 +83,9 @@ def test_over_the_rate_limit_is_429_with_retry_after(servers):
     with pytest.raises(openai.RateLimitError) as err:
         client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=2)
     assert int(err.value.response.headers["retry-after"]) >= 1
-    time.sleep(1.1)  # the request bucket refills; the token bucket (250/min) funds one 150-token request...
+    time.sleep(2.1)  # the request bucket (0.5/s) refills; the token bucket (250/min) funds one 150-token request...
     client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=150)
-    time.sleep(1.1)
+    time.sleep(2.1)
     with pytest.raises(openai.RateLimitError) as err:  # ...but not a second one
         client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=150)
     assert int(err.value.response.headers["retry-after"]) > 2
