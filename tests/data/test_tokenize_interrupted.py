@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from auroragpt.data.indexed import IndexedDataset
 from auroragpt.data.tokenize import tokenize_corpora
@@ -26,6 +27,20 @@ def write_corpus(folder: Path) -> None:
     for k, n_docs in enumerate([40, 500, 500, 500, 500, 500, 500]):
         rows = (json.dumps({"text": " ".join(WORDS[rng.integers(0, len(WORDS), 150)])}) for _ in range(n_docs))
         (folder / f"part{k}.jsonl").write_text("\n".join(rows) + "\n")
+
+
+def gone(pid: int, timeout: float) -> bool:
+    """Whether process `pid` exits (or is a zombie) within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def spawned_workers(pid: int) -> list[int]:
@@ -45,12 +60,16 @@ def spawned_workers(pid: int) -> list[int]:
     return found
 
 
-def test_killed_worker_then_rerun_matches_clean_run(tmp_path, tokenizer_path):
-    corpus = tmp_path / "corpus"
-    write_corpus(corpus)
-    tokenize_corpora([corpus], tmp_path / "clean", tokenizer_path, workers=1)
+@pytest.fixture(scope="module")
+def corpus_and_clean_run(tmp_path_factory, tokenizer_path):
+    folder = tmp_path_factory.mktemp("interrupted")
+    write_corpus(folder / "corpus")
+    tokenize_corpora([folder / "corpus"], folder / "clean", tokenizer_path, workers=1)
+    return folder / "corpus", folder / "clean"
 
-    out = tmp_path / "run"
+
+def start_and_kill(corpus: Path, out: Path, tokenizer_path: Path, victim: str):
+    """Start `auroragpt data tokenize` on 2 workers; once one input is finished, SIGKILL `victim`."""
     cmd = [sys.executable, "-m", "auroragpt.cli", "data", "tokenize", str(corpus), "--output-prefix", str(out),
            "--tokenizer", str(tokenizer_path), "--workers", "2", "--chunk-mb", "0.05"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -61,14 +80,41 @@ def test_killed_worker_then_rerun_matches_clean_run(tmp_path, tokenizer_path):
     while time.monotonic() < deadline and proc.poll() is None:
         workers = spawned_workers(proc.pid)
         if workers and list(parts.glob("*.idx")):
-            os.kill(workers[0], signal.SIGKILL)
-            killed = workers[0]
+            killed = workers[0] if victim == "worker" else proc.pid
+            os.kill(killed, signal.SIGKILL)
             break
         time.sleep(0.005)
-    _, stderr = proc.communicate(timeout=60)
-    assert killed is not None, "the run finished before a worker could be killed"
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("tokenize hung after one of its processes was killed") from None
+    assert killed is not None, "the run finished before it could be killed"
+    if victim == "main":  # its workers notice the parent is gone and exit instead of hanging
+        alive = [pid for pid in workers if not gone(pid, timeout=20)]
+        for pid in alive:
+            os.kill(pid, signal.SIGKILL)
+        assert not alive, f"workers {alive} outlived their killed parent"
+    return cmd, env, proc, stderr
+
+
+def check_rerun(cmd, env, out: Path, clean: Path, finished: int) -> None:
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"reused {finished} finished input(s)" in rerun.stdout
+    for suffix in (".bin", ".idx"):
+        assert Path(str(out) + suffix).read_bytes() == Path(str(clean) + suffix).read_bytes()
+    assert not Path(str(out) + ".parts").exists()
+    assert not list(out.parent.glob("*.tmp*"))
+
+
+def test_killed_worker_then_rerun_matches_clean_run(tmp_path, tokenizer_path, corpus_and_clean_run):
+    corpus, clean = corpus_and_clean_run
+    out = tmp_path / "run"
+    parts = Path(str(out) + ".parts")
+    cmd, env, proc, stderr = start_and_kill(corpus, out, tokenizer_path, "worker")
     assert proc.returncode == 2, stderr
-    assert "worker process died" in stderr and "Traceback" not in stderr
+    assert "worker process" in stderr and "died" in stderr and "Traceback" not in stderr
 
     # Only finished, valid datasets are left; no final output appeared.
     assert not Path(str(out) + ".idx").exists()
@@ -78,9 +124,14 @@ def test_killed_worker_then_rerun_matches_clean_run(tmp_path, tokenizer_path):
         IndexedDataset(idx).validate()
     assert len(finished) < 7
 
-    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert rerun.returncode == 0, rerun.stderr
-    assert f"reused {len(finished)} finished input(s)" in rerun.stdout
-    for suffix in (".bin", ".idx"):
-        assert (tmp_path / f"run{suffix}").read_bytes() == (tmp_path / f"clean{suffix}").read_bytes()
-    assert not parts.exists()
+    check_rerun(cmd, env, out, clean, len(finished))
+
+
+def test_killed_main_process_then_rerun_cleans_up(tmp_path, tokenizer_path, corpus_and_clean_run):
+    corpus, clean = corpus_and_clean_run
+    out = tmp_path / "run"
+    cmd, env, proc, _ = start_and_kill(corpus, out, tokenizer_path, "main")
+    assert proc.returncode == -signal.SIGKILL
+    assert not Path(str(out) + ".idx").exists()
+    finished = sorted(Path(str(out) + ".parts").glob("*.idx"))
+    check_rerun(cmd, env, out, clean, len(finished))

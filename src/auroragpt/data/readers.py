@@ -97,7 +97,8 @@ def open_binary(path: Path) -> IO[bytes]:
             import zstandard
 
             raw = open(path, "rb")
-            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True, read_across_frames=True)
+            return io.BufferedReader(reader)
         return open(path, "rb")
     except OSError as err:
         raise DataError(f"{path}: cannot open: {err.strerror or err}") from None
@@ -111,7 +112,7 @@ def iter_line_chunks(path: Path, chunk_bytes: int = 4 << 20) -> Iterator[tuple[i
         while True:
             try:
                 block = stream.read(chunk_bytes)
-            except (OSError, EOFError, ValueError) as err:  # corrupt gzip/zstd streams
+            except Exception as err:  # corrupt gzip (OSError, EOFError) or zstd (ZstdError) streams
                 raise DataError(f"{path}: cannot decompress after line {line}: {err}") from None
             if not block:
                 break

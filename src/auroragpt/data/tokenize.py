@@ -14,9 +14,6 @@ import os
 import shutil
 import sys
 import time
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -32,6 +29,7 @@ from auroragpt.data.indexed import (
     split_prefix,
 )
 from auroragpt.data.merge import merge_datasets
+from auroragpt.data.ordered_pool import OrderedPool, WorkerDiedError
 from auroragpt.data.readers import (
     ReadErrors,
     input_format,
@@ -68,17 +66,21 @@ class TokenizeResult:
 _WORKER: dict = {}
 
 
-def _init_worker(tokenizer_path: str, text_key: str, on_error: str, dtype: str) -> None:
-    # One thread per worker process: parallelism comes from the processes.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+def _init_worker(tokenizer_path: str, text_key: str, on_error: str, dtype: str, single_thread: bool = True) -> None:
+    if single_thread:  # one thread per worker process: parallelism comes from the processes
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        os.environ.setdefault("RAYON_NUM_THREADS", "1")
     _WORKER.update(
         tokenizer=load_tokenizer(tokenizer_path), text_key=text_key, on_error=on_error, dtype=np.dtype(dtype)
     )
 
 
-def _tokenize_task(task: tuple) -> tuple[np.ndarray, np.ndarray, int, int, list[str]]:
-    """Parse and tokenize one chunk: (tokens, lengths, bytes read, malformed count, locations)."""
+def _tokenize_task(item: tuple[int, tuple | None]) -> tuple[int, tuple | None]:
+    """Parse and tokenize one chunk of input `k`: (k, (tokens, lengths, bytes read, malformed
+    count, locations)), or (k, None) for the marker that input `k` is complete."""
+    k, task = item
+    if task is None:
+        return k, None
     kind, file, first, payload = task
     errors = ReadErrors(on_error=_WORKER["on_error"])
     key = _WORKER["text_key"]
@@ -92,7 +94,7 @@ def _tokenize_task(task: tuple) -> tuple[np.ndarray, np.ndarray, int, int, list[
         texts = read_txt(Path(file), errors)
         nbytes = sum(len(t) for t in texts)
     tokens, lengths = _WORKER["tokenizer"].encode_documents(texts, dtype=_WORKER["dtype"])
-    return tokens, lengths, nbytes, errors.count, errors.locations
+    return k, (tokens, lengths, nbytes, errors.count, errors.locations)
 
 
 def _tasks_of(file: Path, chunk_bytes: int, text_key: str) -> Iterator[tuple]:
@@ -106,24 +108,6 @@ def _tasks_of(file: Path, chunk_bytes: int, text_key: str) -> Iterator[tuple]:
     else:
         for first, chunk in iter_line_chunks(file, chunk_bytes):
             yield ("jsonl", str(file), first, chunk)
-
-
-class _InlineExecutor:
-    """Runs tasks in this process (workers=1): no start-up cost, same code path."""
-
-    def __init__(self, initargs: tuple) -> None:
-        _init_worker(*initargs)
-
-    def submit(self, fn, task) -> Future:
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(task))
-        except BaseException as err:  # delivered at .result(), like a process pool
-            fut.set_exception(err)
-        return fut
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
 
 
 # -- main side ------------------------------------------------------------------------------------
@@ -151,6 +135,32 @@ def _finished(prefix: str) -> bool:
     except DataError:
         return False
     return True
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _remove_stale_temporaries(prefix: str) -> None:
+    """Delete temporary files that a killed run left behind (their writer process is gone)."""
+    base = Path(prefix)
+    candidates = list(base.parent.glob(base.name + ".*.tmp*"))
+    parts = Path(prefix + ".parts")
+    if parts.is_dir():
+        candidates += list(parts.glob("*.tmp*"))
+    for path in candidates:
+        pid = path.name.rsplit(".tmp", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except PermissionError:  # alive, someone else's
+            pass
 
 
 def _move_dataset(src: str, dst: str) -> None:
@@ -229,31 +239,31 @@ def tokenize_corpora(
     if result.reused:
         log.info("reusing %d finished output(s) from an earlier run", len(result.reused))
 
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = max(1, workers or _usable_cpus())
+    _remove_stale_temporaries(prefix)
     initargs = (str(tokenizer.path), text_key, on_error, dtype.str)
     bar = _Progress(len(todo), progress)
-    if not todo:
-        executor = None
-    elif workers == 1:
-        executor = _InlineExecutor(initargs)
-    else:
-        import multiprocessing
-
-        executor = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=initargs
-        )
+    pool = None
     try:
-        if executor is not None:
-            _run_tasks(executor, todo, files, parts, dtype, chunk_bytes, text_key, workers, result, bar)
-    except BrokenProcessPool:
+        items = _work_items(todo, files, chunk_bytes, text_key)
+        if not todo:
+            results: Iterator = iter(())
+        elif workers == 1:
+            _init_worker(*initargs, single_thread=False)
+            results = map(_tokenize_task, items)
+        else:
+            pool = OrderedPool(_tokenize_task, workers, _init_worker, initargs)
+            results = pool.imap(items, window=4 * workers)
+        _write_parts(results, parts, dtype, result, bar)
+    except WorkerDiedError as err:
         raise DataError(
-            "a tokenization worker process died (killed by a signal or out of memory)",
+            f"a tokenization {err}",
             hint="finished inputs are kept; run the same command again to resume",
         ) from None
     finally:
         bar.close()
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.terminate()
 
     _finalize_outputs(parts, finals, per_input, shuffle_seed, prefix)
     result.seconds = time.monotonic() - started
@@ -264,41 +274,28 @@ def tokenize_corpora(
     return result
 
 
-def _run_tasks(executor, todo, files, parts, dtype, chunk_bytes, text_key, workers, result, bar) -> None:
-    """Submit chunks with a bounded window and write results in order, one part per input."""
-    window = 2 * workers + 2
-    pending: deque = deque()  # (file index, future or None for "this file is complete")
+def _work_items(todo, files, chunk_bytes, text_key) -> Iterator[tuple[int, tuple | None]]:
+    """(input k, chunk) for every chunk of every input to do, each input closed by (k, None)."""
+    for k in todo:
+        for task in _tasks_of(files[k], chunk_bytes, text_key):
+            yield k, task
+        yield k, None
 
-    def stream() -> Iterator[tuple[int, tuple | None]]:
-        for k in todo:
-            for task in _tasks_of(files[k], chunk_bytes, text_key):
-                yield k, task
-            yield k, None
 
+def _write_parts(results: Iterator, parts, dtype, result: TokenizeResult, bar: _Progress) -> None:
+    """Write results, which arrive in input order, into one part dataset per input."""
     writer: IndexedDatasetWriter | None = None
     current = -1
     try:
-        source = stream()
-        exhausted = False
-        while True:
-            while not exhausted and sum(1 for _, f in pending if f is not None) < window:
-                try:
-                    k, task = next(source)
-                except StopIteration:
-                    exhausted = True
-                    break
-                pending.append((k, executor.submit(_tokenize_task, task) if task is not None else None))
-            if not pending:
-                break
-            k, fut = pending.popleft()
+        for k, out in results:
             if writer is None or current != k:
                 writer, current = IndexedDatasetWriter(parts[k], dtype), k
-            if fut is None:
+            if out is None:
                 writer.finalize()
                 writer = None
                 bar.update(0, 0, files_done=1)
                 continue
-            tokens, lengths, nbytes, nbad, where = fut.result()
+            tokens, lengths, nbytes, nbad, where = out
             writer.add_documents(tokens, lengths)
             result.errors.absorb(nbad, where)
             result.documents += int(lengths.size)
