@@ -183,3 +183,19 @@ def test_metrics_count_requests_tokens_and_queue(server):
     for name in ("auroragpt_requests_total", "auroragpt_generation_tokens_total", "auroragpt_queue_depth",
                  "auroragpt_time_to_first_token_seconds_bucket", "auroragpt_request_latency_seconds_count"):
         assert name in text
+
+
+def test_a_client_that_hangs_up_frees_its_slot(server):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"prompt": "the quick brown", "max_tokens": 200, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", server.base + "/v1/completions", headers=headers, json=body, timeout=30) as response:
+        next(response.iter_lines())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        metrics = httpx.get(server.base + "/metrics", headers=headers, timeout=10).text
+        health = httpx.get(server.base + "/health", timeout=10).json()
+        if "auroragpt_abandoned_requests_total 1.0" in metrics and health["running"] == 0:
+            break
+        time.sleep(0.05)
+    assert "auroragpt_abandoned_requests_total 1.0" in metrics
+    assert health["running"] == 0

@@ -54,6 +54,8 @@ class _Metrics:
         self.requests = Counter("auroragpt_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
         self.prompt_tokens = Counter("auroragpt_prompt_tokens", "prompt tokens processed", registry=r)
         self.generation_tokens = Counter("auroragpt_generation_tokens", "tokens generated", registry=r)
+        self.abandoned = Counter("auroragpt_abandoned_requests", "requests cancelled before they finished "
+                                 "(the client hung up)", registry=r)
         self.latency = Histogram("auroragpt_request_latency_seconds", "end-to-end latency of generation requests",
                                  ["route"], buckets=_LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("auroragpt_time_to_first_token_seconds", "time to first token", buckets=_LATENCY_BUCKETS, registry=r)
@@ -80,16 +82,20 @@ def create_app(engine: Engine, tokenizer, settings: ServerSettings, keys: KeyChe
             handle = engine.submit(prepared.prompt_ids, prepared.params, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
         except ValueError as err:
             raise APIError(400, str(err)) from None
+        finished = False
         try:
             while True:
                 event = await events.get()
+                finished = event.finished
                 if event.error:
                     raise APIError(500, f"generation failed: {event.error}", type="server_error")
                 yield event
                 if event.finished:
                     return
         finally:
-            handle.cancel()
+            if not finished:
+                handle.cancel()
+                metrics.abandoned.inc()
 
     def record(route: str, start: float, first: float | None, last: StreamEvent) -> None:
         now = time.perf_counter()
