@@ -94,6 +94,10 @@ def test_malformed_lines_are_counted_with_locations(tmp_path, tokenizer_path):
     with pytest.raises(DataError, match="bad.jsonl:2"):
         tokenize_corpora([bad], tmp_path / "strict", tokenizer_path, workers=1, on_error="fail")
     assert not list(tmp_path.glob("strict*.idx")) and not list(tmp_path.glob("strict.parts/*.idx"))
+    with pytest.raises(DataError, match="bad.jsonl:2") as info:  # raised in a worker process
+        tokenize_corpora([bad], tmp_path / "strict2", tokenizer_path, workers=2, on_error="fail")
+    assert info.value.hint and "--on-error=skip" in info.value.hint
+    assert not [p for p in tmp_path.rglob("strict2*") if p.is_file()]
     errors = ReadErrors()
     assert list(iter_texts(bad, errors=errors)) == ["fine", "also fine"] and errors.count == 4
 

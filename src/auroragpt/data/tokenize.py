@@ -267,7 +267,7 @@ def tokenize_corpora(
 
     _finalize_outputs(parts, finals, per_input, shuffle_seed, prefix)
     result.seconds = time.monotonic() - started
-    log.info(
+    log.debug(
         "tokenized %d documents, %d tokens from %.1f MB in %.1f s; %s",
         result.documents, result.tokens, result.bytes_read / 1e6, result.seconds, errors.summary(),
     )
