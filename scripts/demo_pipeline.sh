@@ -42,13 +42,16 @@ overrides=(--data.file_list="$OUT/data/file_list.txt" --data.tokenizer="$OUT/tok
 if [ -n "$STEPS" ]; then overrides+=(--train.steps="$STEPS" --checkpoint.every=$(( (STEPS + 2) / 3 ))); fi
 auroragpt launch -n "$NPROCS" -- auroragpt train --config configs/demo.toml "${overrides[@]}"
 echo
-echo "loss falling (every 30th logged step):"
+echo "loss falling:"
 python - "$OUT/run" <<'PY'
 import sys
 from auroragpt.train.plots import load_history
 history = load_history(sys.argv[1])
-for r in history[::3] + ([history[-1]] if len(history) % 3 != 1 else []):
-    print(f"  step {r['step']:>5}  loss {r['loss']:.3f}  " + "#" * int(6 * r["loss"]))
+shown = history[:: max(1, len(history) // 12)]
+if shown[-1] is not history[-1]:
+    shown.append(history[-1])
+for r in shown:
+    print(f"  step {r['step']:>5}  loss {r['loss']:.3f}  " + "#" * round(6 * r["loss"]))
 PY
 cat "$OUT/run/summary.txt"
 echo "plots: $OUT/run/loss.png $OUT/run/throughput.png"
