@@ -195,3 +195,28 @@ def test_random_corpora(tmp_path_factory, files, seq_len, num_samples):
     assert (np.diff(tokens, axis=1) == 1).all()
     file_of = tokens[:, 0] // 1_000_000
     assert [plan.corpus_names.index(fl.entries[f].corpus) for f in file_of] == owner.tolist()
+
+
+def test_validation_split_keeps_multi_sequence_documents_whole(tmp_path):
+    # Megatron may store one document as several sequences; the split must fall between documents
+    prefix = tmp_path / "sentences"
+    rng = np.random.default_rng(2)
+    with IndexedDatasetWriter(prefix, np.int32) as writer:
+        pos = 0
+        for _ in range(30):
+            parts = rng.integers(1, 40, int(rng.integers(1, 5)))
+            writer.add_document(np.arange(pos, pos + parts.sum()), sequence_lengths=parts)
+            pos += int(parts.sum())
+    (tmp_path / "list.txt").write_text(f"1 {prefix} only\n")
+    fl = parse_file_list(tmp_path / "list.txt")
+    ds = IndexedDataset(prefix)
+    assert fl.entries[0].num_documents == 30 and len(ds) > 30
+
+    def documents(split):
+        plan = build_blend_plan(fl, 12, 400, seed=1, split=split, valid_fraction=0.3)
+        _, _, seq, _, _ = plan.spans_batch(np.arange(400))
+        return set((np.searchsorted(ds.document_indices, seq, side="right") - 1).tolist())
+
+    train, valid = documents("train"), documents("valid")
+    assert train and valid and not (train & valid)
+    assert max(train) < min(valid) and max(valid) == 29

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from auroragpt.data.filelist import FileList
+from auroragpt.data.filelist import FileEntry, FileList
 from auroragpt.data.indexed import HEADER_SIZE, IndexedDataset, dataset_paths
 from auroragpt.data.permutation import derive_key, mix64, permute, subkey
 from auroragpt.errors import DataError
@@ -307,12 +307,16 @@ class BlendPlan:
 
 
 # -- building --------------------------------------------------------------------------------------
-def _split_point(prefix: str, num_sequences: int, first_valid: int, num_tokens: int, itemsize: int) -> int:
-    """Token position where sequence `first_valid` starts: one 8-byte read of the .idx."""
-    if first_valid >= num_sequences:
-        return num_tokens
+def held_out_documents(num_documents: int, valid_fraction: float) -> int:
+    """How many of a file's last documents form its validation split: ceil(n x fraction), but a
+    file keeps at least one training document (a one-document file stays wholly in training)."""
+    if valid_fraction <= 0 or num_documents < 2:
+        return 0
+    return min(num_documents - 1, math.ceil(num_documents * valid_fraction))
+
+
+def _read_int64(prefix: str, offset: int, what: str) -> int:
     idx_path, _ = dataset_paths(prefix)
-    offset = HEADER_SIZE + 4 * num_sequences + 8 * first_valid
     try:
         fd = os.open(idx_path, os.O_RDONLY)
         try:
@@ -322,10 +326,27 @@ def _split_point(prefix: str, num_sequences: int, first_valid: int, num_tokens: 
     except OSError as err:
         raise DataError(f"{idx_path}: cannot read index: {err.strerror}") from None
     if len(raw) != 8:
-        raise DataError(f"{idx_path}: truncated index (no pointer for sequence {first_valid})")
-    (pointer,) = struct.unpack("<q", raw)
-    if pointer < 0 or pointer % itemsize or pointer // itemsize > num_tokens:
-        raise DataError(f"{idx_path}: sequence {first_valid} has an impossible pointer {pointer}")
+        raise DataError(f"{idx_path}: truncated index (no {what})")
+    return struct.unpack("<q", raw)[0]
+
+
+def _split_point(entry: FileEntry, first_valid_document: int) -> int:
+    """Token position where document `first_valid_document` starts: one or two 8-byte reads."""
+    n_seq, n_doc = entry.num_sequences, entry.num_documents
+    if first_valid_document >= n_doc:
+        return entry.num_tokens
+    sequence = first_valid_document
+    if n_seq != n_doc:  # documents split into several sequences: look up where this one starts
+        offset = HEADER_SIZE + 12 * n_seq + 8 * first_valid_document
+        sequence = _read_int64(entry.prefix, offset, f"document index {first_valid_document}")
+        if not 0 <= sequence <= n_seq:
+            raise DataError(f"{entry.prefix}.idx: document {first_valid_document} starts at sequence {sequence}")
+        if sequence == n_seq:
+            return entry.num_tokens
+    pointer = _read_int64(entry.prefix, HEADER_SIZE + 4 * n_seq + 8 * sequence, f"pointer {sequence}")
+    itemsize = entry.dtype.itemsize
+    if pointer < 0 or pointer % itemsize or pointer // itemsize > entry.num_tokens:
+        raise DataError(f"{entry.prefix}.idx: sequence {sequence} has an impossible pointer {pointer}")
     return pointer // itemsize
 
 
@@ -339,7 +360,7 @@ def build_blend_plan(
 ) -> BlendPlan:
     """Build the plan for `num_samples` samples of `seq_len`+1 tokens. O(files) work and memory.
 
-    `valid_fraction` of each file's documents (its last ones, at least one when > 0) form the
+    `valid_fraction` of each file's documents (its last ones; see `held_out_documents`) form the
     "valid" split; "train" gets the rest. Both splits must be built with the same fraction.
     """
     import time
@@ -362,8 +383,7 @@ def build_blend_plan(
     end = np.array([e.num_tokens for e in entries], dtype=np.int64)
     if valid_fraction > 0:
         for f, e in enumerate(entries):
-            first_valid = e.num_sequences - math.ceil(e.num_sequences * valid_fraction)
-            point = _split_point(e.prefix, e.num_sequences, first_valid, e.num_tokens, e.dtype.itemsize)
+            point = _split_point(e, e.num_documents - held_out_documents(e.num_documents, valid_fraction))
             if split == "train":
                 end[f] = point
             else:

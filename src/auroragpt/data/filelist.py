@@ -41,6 +41,7 @@ class FileEntry:
     corpus: str
     num_tokens: int
     num_sequences: int
+    num_documents: int
     dtype: np.dtype
     source: str  # "list.txt:12", where the entry came from
 
@@ -234,7 +235,7 @@ def _resolve(list_path: Path, prefix: str) -> str | None:
 # -- validation ------------------------------------------------------------------------------------
 def _validate(list_path: Path, raw: list[_RawEntry], problems: list[str]) -> list[FileEntry]:
     seen: dict[str, str] = {}
-    measured: list[tuple[_RawEntry, str, int, int, np.dtype]] = []
+    measured: list[tuple[_RawEntry, str, int, tuple[int, int], np.dtype]] = []
     for item in raw:
         if item.weight is not None and not (math.isfinite(item.weight) and item.weight > 0):
             problems.append(f"{item.source}: weight {item.weight!r} must be a finite number > 0")
@@ -268,11 +269,14 @@ def _validate(list_path: Path, raw: list[_RawEntry], problems: list[str]) -> lis
         if (num_tokens == 0 or header.num_sequences == 0) and item.weight is not None:
             problems.append(f"{item.source}: weight {item.weight} given for the empty dataset {item.prefix!r}")
             continue
-        measured.append((item, prefix, num_tokens, header.num_sequences, header.dtype))
+        counts = (header.num_sequences, header.num_documents)
+        measured.append((item, prefix, num_tokens, counts, header.dtype))
     return _normalise(measured, problems)
 
 
-def _normalise(measured: list[tuple[_RawEntry, str, int, int, np.dtype]], problems: list[str]) -> list[FileEntry]:
+def _normalise(
+    measured: list[tuple[_RawEntry, str, int, tuple[int, int], np.dtype]], problems: list[str]
+) -> list[FileEntry]:
     """Turn raw weights into shares of the whole mix that sum to 1."""
     weights: list[float] = []
     corpus_tokens: dict[str, int] = {}
@@ -291,7 +295,9 @@ def _normalise(measured: list[tuple[_RawEntry, str, int, int, np.dtype]], proble
     if not measured or total <= 0:
         return []
     entries = []
-    for (item, prefix, tokens, sequences, dtype), weight in zip(measured, weights):
+    for (item, prefix, tokens, (sequences, documents), dtype), weight in zip(measured, weights):
         if weight > 0:
-            entries.append(FileEntry(weight / total, prefix, item.corpus, tokens, sequences, dtype, item.source))
+            entries.append(
+                FileEntry(weight / total, prefix, item.corpus, tokens, sequences, documents, dtype, item.source)
+            )
     return entries
