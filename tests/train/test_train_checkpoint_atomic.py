@@ -109,7 +109,10 @@ def test_async_save_finishes_on_wait(tmp_path):
     ckpt = Checkpointer(tmp_path, keep_last=1, async_save=True)
     ckpt.save(1, [model], [opt], {"model_config": cfg.to_dict()})
     ckpt.save(2, [model], [opt], {"model_config": cfg.to_dict()})  # waits for step 1 first
+    saved = model.tok_embeddings.weight.detach().clone()
+    with torch.no_grad():
+        model.tok_embeddings.weight.add_(1.0)  # training goes on while the save is in flight
     ckpt.wait()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002"]
     loaded, meta = load_inference_model(tmp_path)
-    assert meta["step"] == 2 and torch.equal(loaded.tok_embeddings.weight, model.tok_embeddings.weight)
+    assert meta["step"] == 2 and torch.equal(loaded.tok_embeddings.weight, saved)
