@@ -107,6 +107,10 @@ def run_mode(mode: str) -> dict[str, list[float]]:
             model = GPT(cfg)
         pm = parallelize(model, layout, mesh, device="cpu", **options)
         pm.init_weights(seed=0)
+        full = dict(pm.named_parameters())["layers.0.attention.wq.weight"]
+        full = full.full_tensor() if hasattr(full, "full_tensor") else full
+        half = full.shape[0] // 2
+        meta_shards_differ = not torch.equal(full[:half], full[half:])
     else:
         pm = parallelize(make_model(cfg), layout, mesh, **options)
     opt = torch.optim.AdamW(pm.parameters(), lr=LR)
@@ -114,6 +118,8 @@ def run_mode(mode: str) -> dict[str, list[float]]:
     rows = GLOBAL_BATCH // dp_size
     accum = grad_accum_steps(layout, GLOBAL_BATCH, micro)
     out = {"loss": [], "norm": []}
+    if meta_init:
+        out["shards_differ"] = meta_shards_differ
     for batch in make_data():
         mine = batch[dp_rank * rows:(dp_rank + 1) * rows]
         loss = pm.train_step(mine[:, :-1], mine[:, 1:], loss_fn, grad_accum=accum)

@@ -97,6 +97,7 @@ def test_meta_device_init_trains(results: dict, mode: str) -> None:
     assert all(math.isfinite(x) for x in losses + results[mode]["norm"])
     assert losses[0] == pytest.approx(math.log(worker.CFG.vocab_size), rel=0.02)  # uniform at init
     assert min(losses[1:]) < losses[0]
+    assert results[mode]["shards_differ"], "every shard drew the same numbers: a repeated, degenerate init"
 
 
 @pytest.mark.parametrize("mode", EXACT_MODES)

@@ -53,6 +53,7 @@ class ParallelModel:
         self._stages = stages or []
         num_stages = layout.pp * layout.pp_virtual_stages
         indices = stage_indices if stage_indices is not None else [0]
+        self.stage_indices = list(indices)
         self.is_first_stage = 0 in indices
         self.is_last_stage = (num_stages - 1) in indices
         self._schedule = None
@@ -84,15 +85,23 @@ class ParallelModel:
     def init_weights(self, seed: int) -> None:
         """Allocate and initialise parts built on the meta device (a model too big for one device).
 
-        Every rank draws from the same seed; sharded (DTensor) parameters are filled shard by
-        shard, so values differ from a single-device init but have the same distribution.
+        Values differ from a single-device init but have the same distribution. Each pipeline
+        stage and each shard position (tp rank, dp_shard rank) draws from its own seed, so no two
+        layers or shards repeat one another (DTensor's own sharded RNG covers only some devices),
+        while replicas (dp_replicate) draw identically and stay in sync.
         """
-        for part in self.model_parts:
+        for stage, part in zip(self.stage_indices, self.model_parts):
             gpt = getattr(part, "module", part)  # under DDP
             if any(p.is_meta for p in gpt.parameters()) or any(b.is_meta for b in gpt.buffers()):
                 gpt.to_empty(device=self.device)
-            torch.manual_seed(seed)
+            torch.manual_seed(seed + 1_000_003 * self._shard_position(stage))
             gpt.init_weights()
+
+    def _shard_position(self, stage: int) -> int:
+        if self.mesh is None:
+            return 0
+        tp_rank, shard_rank = self.mesh.get_local_rank("tp"), self.mesh.get_local_rank("dp_shard")
+        return (stage * self.layout.tp + tp_rank) * self.layout.dp_shard + shard_rank
 
     # ----------------------------------------------------------------- the step
     def train_step(self, tokens: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn, grad_accum: int = 1) -> torch.Tensor:
