@@ -255,6 +255,9 @@ def tokenize_corpora(
             pool = OrderedPool(_tokenize_task, workers, _init_worker, initargs)
             results = pool.imap(items, window=4 * workers)
         _write_parts(results, parts, dtype, result, bar)
+        if pool is not None:
+            pool.close()
+            pool = None
     except WorkerDiedError as err:
         raise DataError(
             f"a tokenization {err}",
