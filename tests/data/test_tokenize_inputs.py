@@ -111,6 +111,13 @@ def test_missing_parquet_column_and_bad_inputs(tmp_path, tokenizer_path):
         tokenize_corpora([tmp_path / "p.parquet"], tmp_path / "out", tokenizer_path, workers=1)
     assert tokenize_corpora([tmp_path / "p.parquet"], tmp_path / "ok", tokenizer_path, workers=1,
                             text_key="body").documents == 1
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "n.parquet")
+    with pytest.raises(DataError, match="not text"):
+        tokenize_corpora([tmp_path / "n.parquet"], tmp_path / "out", tokenizer_path, workers=1)
+    (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(jsonl(texts(9, 2000)))[:-200])
+    with pytest.raises(DataError, match="t.jsonl.gz: cannot decompress"):
+        tokenize_corpora([tmp_path / "t.jsonl.gz"], tmp_path / "out", tokenizer_path, workers=2)
+    assert not list(tmp_path.glob("out*.idx")) and not list(tmp_path.glob("out.parts/*"))
     (tmp_path / "x.csv").write_text("a")
     with pytest.raises(DataError, match="unsupported input format"):
         tokenize_corpora([tmp_path / "x.csv"], tmp_path / "out", tokenizer_path)

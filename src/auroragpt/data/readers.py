@@ -166,6 +166,12 @@ def iter_parquet_batches(path: Path, text_key: str, batch_rows: int = 4096) -> I
             f"{path}: no column {text_key!r} (columns: {', '.join(parquet.schema_arrow.names)})",
             hint="pass --text-key with the column that holds the text",
         )
+    import pyarrow as pa
+
+    column_type = parquet.schema_arrow.field(text_key).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise DataError(f"{path}: column {text_key!r} holds {column_type}, not text",
+                        hint="pass --text-key with the column that holds the text")
     row = 1
     for batch in parquet.iter_batches(batch_size=batch_rows, columns=[text_key]):
         values = batch.column(0).to_pylist()
