@@ -120,6 +120,7 @@ def train(cfg: Config) -> TrainResult:
         from auroragpt.train.plots import write_plots
 
         write_plots(run_dir)
+        log.info("plots and summary: %s/{loss.png,throughput.png,summary.txt}", run_dir)
     teardown()
     return TrainResult(run_dir, step, loss, guard.skipped_total)
 
