@@ -40,6 +40,8 @@ MODES: dict[str, tuple[int, dict, int, dict]] = {
     "pp_1f1b": (2, {"pp": 2, "dp_shard": 1, "pp_microbatches": 2}, 4, {}),
     "fsdp2_tp2": (4, {"dp_shard": 2, "tp": 2}, 2, {}),
     "hsdp2x2": (4, {"dp_replicate": 2, "dp_shard": 2}, 2, {}),
+    "pp2_replicate2": (4, {"pp": 2, "dp_replicate": 2, "dp_shard": 1, "pp_microbatches": 2}, 2, {}),
+    "tp2_replicate2": (4, {"tp": 2, "dp_replicate": 2, "dp_shard": 1}, 2, {}),
     "pp2_tp2": (4, {"pp": 2, "tp": 2, "dp_shard": 1, "pp_schedule": "GPipe", "pp_microbatches": 4}, 8, {}),
     "pp2_fsdp2_interleaved": (
         4,

@@ -118,8 +118,16 @@ def test_batch_sizes_must_be_positive(gb: int, mb: int) -> None:
     refused(ParallelLayout(), 1, "must be an integer >= 1", gb=gb, mb=mb)
 
 
-def test_ddp_with_tp_refused() -> None:
-    refused(ParallelLayout(dp_replicate=2, dp_shard=1, tp=2), 4, "DDP", "tp = 2", "dp_shard > 1")
+@pytest.mark.parametrize("fields,mode", [
+    ({"dp_replicate": 2, "dp_shard": 1}, "ddp"),
+    ({"dp_replicate": 2, "dp_shard": 1, "tp": 2}, "hsdp"),  # DDP cannot hold DTensor parameters
+    ({"dp_replicate": 2, "dp_shard": 1, "pp": 2}, "hsdp"),  # nor run several forwards per backward
+    ({"dp_shard": 4}, "fsdp"),
+    ({"dp_shard": 1}, "none"),
+])
+def test_data_parallel_mode(fields: dict, mode: str) -> None:
+    layout = ParallelLayout(**fields, pp_microbatches=2)
+    assert validate(layout, layout.world_size, CFG, 8, 2).data_parallel_mode == mode
 
 
 def test_unknown_field_from_config() -> None:

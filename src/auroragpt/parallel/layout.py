@@ -29,9 +29,10 @@ MESH_DIMS: tuple[str, ...] = ("pp", "dp_replicate", "dp_shard", "tp")
 class ParallelLayout:
     """Sizes of each parallel dimension and the pipeline options.
 
-    dp_shard = -1 means "whatever is left of the world" (resolved by `resolve`). With dp_shard == 1
-    and dp_replicate > 1 the replicas use DDP; dp_shard > 1 uses FSDP2, hybrid (HSDP) when
-    dp_replicate > 1 as well.
+    dp_shard = -1 means "whatever is left of the world" (resolved by `resolve`). dp_shard > 1 uses
+    FSDP2, hybrid (HSDP) when dp_replicate > 1 as well. Pure replicas (dp_shard == 1) use DDP on
+    their own, and FSDP2 over a replicate-only mesh next to tp or pp, which DDP cannot join: it
+    neither understands DTensor parameters nor several forwards before one backward.
     """
 
     dp_replicate: int = 1
@@ -70,7 +71,9 @@ class ParallelLayout:
         """'fsdp', 'hsdp', 'ddp' or 'none' (derived from the sizes, never set separately)."""
         if self.dp_shard > 1:
             return "hsdp" if self.dp_replicate > 1 else "fsdp"
-        return "ddp" if self.dp_replicate > 1 else "none"
+        if self.dp_replicate > 1:
+            return "ddp" if self.tp == 1 and self.pp == 1 else "hsdp"
+        return "none"
 
     def resolve(self, world_size: int) -> "ParallelLayout":
         """Fill in dp_shard = -1 from the world size (checked for divisibility)."""
@@ -118,12 +121,6 @@ def validate(
     _check_tensor_parallel(layout, model_cfg)
     _check_pipeline(layout, model_cfg)
     _check_batches(layout, global_batch, micro_batch)
-    if layout.data_parallel_mode == "ddp" and (layout.tp > 1):
-        raise ConfigError(
-            f"DDP (dp_replicate = {layout.dp_replicate} with dp_shard = 1) cannot be combined with tp = {layout.tp}: "
-            "DDP does not understand tensor-parallel (DTensor) parameters",
-            hint="use FSDP2 instead: dp_shard > 1 (with dp_replicate > 1 too for hybrid sharding)",
-        )
     return layout
 
 
