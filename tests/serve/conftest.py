@@ -43,8 +43,10 @@ def model_dir(tmp_path_factory) -> Path:
     cfg = get_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=CONTEXT)
     model = GPT(cfg)
     model.init_weights(torch.Generator().manual_seed(0))
-    with torch.no_grad():  # sharper logits than the init's near-uniform ones: varied, non-looping text
-        model.tok_embeddings.weight.mul_(8)
+    with torch.no_grad():  # peaked attention: positions and masks change the answer, so tests see them
+        for block in model.layers.values():
+            block.attention.wq.weight.mul_(30)
+            block.attention.wk.weight.mul_(30)
     folder = root / "tiny-model"
     save_model(model, folder, meta={"note": "serve tests"}, tokenizer_path=root / "tok" / "tokenizer.json")
     return folder

@@ -71,8 +71,10 @@ def tiny_engine():
     cfg = ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, vocab_size=64, max_seq_len=64)
     model = GPT(cfg)
     model.init_weights(torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        model.tok_embeddings.weight.mul_(10)
+    with torch.no_grad():  # peaked attention, so positions and masks visibly change the answer
+        for block in model.layers.values():
+            block.attention.wq.weight.mul_(30)
+            block.attention.wk.weight.mul_(30)
     model = model.double().eval()
     model.reset_rotary()
     threads = torch.get_num_threads()
@@ -109,6 +111,16 @@ def test_engine_batches_more_requests_than_slots_and_matches_recompute(tiny_engi
     for i, prompt in enumerate(prompts):
         assert results[i].token_ids == _greedy(tiny_engine.model, prompt, 5 + 2 * i)
     assert tiny_engine.num_running == 0 and tiny_engine.queue_depth == 0
+
+
+def test_prompts_prefilled_in_chunks_match_recompute(tiny_engine):
+    engine = Engine(tiny_engine.model, _CharTokenizer(), max_batch=2, max_seq_len=48, prefill_chunk=4).start()
+    try:
+        prompt = [(5 * j) % 60 + 1 for j in range(11)]  # three chunks: 4 + 4 + 3
+        done = engine.generate(prompt, SamplingParams(max_tokens=8, temperature=0), timeout_s=60)
+    finally:
+        engine.stop()
+    assert done.token_ids == _greedy(tiny_engine.model, prompt, 8)
 
 
 def test_one_token_requests_finish_at_admission(tiny_engine):

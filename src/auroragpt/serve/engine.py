@@ -106,16 +106,23 @@ class RequestHandle:
 
 
 class _PrefillCache:
-    """Cache view for prefilling one prompt into one slot: plain causal attention."""
+    """Cache view for prefilling one chunk of a prompt (positions start..) into one slot.
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], slot: int) -> None:
-        self.keys, self.values, self.slot = keys, values, slot
+    Returns all keys so far with mask None: the model aligns the chunk's queries causally at the
+    end of the keys.
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], slot: int, start: int) -> None:
+        self.keys, self.values, self.slot, self.start = keys, values, slot, start
 
     def update(self, layer_id: int, k: torch.Tensor, v: torch.Tensor):
-        length = k.shape[2]
-        self.keys[layer_id][self.slot, :, :length] = k[0]
-        self.values[layer_id][self.slot, :, :length] = v[0]
-        return k, v, None
+        end = self.start + k.shape[2]
+        self.keys[layer_id][self.slot, :, self.start:end] = k[0]
+        self.values[layer_id][self.slot, :, self.start:end] = v[0]
+        if self.start == 0:
+            return k, v, None
+        rows = slice(self.slot, self.slot + 1)
+        return self.keys[layer_id][rows, :, :end], self.values[layer_id][rows, :, :end], None
 
 
 class _DecodeCache:
@@ -166,14 +173,17 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
 class Engine:
     """Continuous-batching generator over a `GPT` model and a text tokenizer.
 
-    `max_batch` rows decode together; `max_seq_len` bounds prompt + completion (and the cache).
+    `max_batch` rows decode together; `max_seq_len` bounds prompt + completion (and the cache);
+    prompts are prefilled `prefill_chunk` tokens at a time, which bounds the logits held at once.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, *, max_batch: int = 8, max_seq_len: int | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer, *, max_batch: int = 8, max_seq_len: int | None = None,
+                 prefill_chunk: int = 512) -> None:
         cfg = model.cfg
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch = max_batch
+        self.prefill_chunk = prefill_chunk
         self.max_seq_len = min(max_seq_len or cfg.max_seq_len, cfg.max_seq_len)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -305,9 +315,12 @@ class Engine:
             if request.cancelled:
                 continue
             slot = len(self._running)
-            tokens = torch.tensor([request.prompt_ids], device=self.device)
-            logits = self.model(tokens, None, _PrefillCache(self._keys, self._values, slot))
-            request.position = len(request.prompt_ids)
+            ids = request.prompt_ids
+            for start in range(0, len(ids), self.prefill_chunk):
+                chunk = torch.tensor([ids[start: start + self.prefill_chunk]], device=self.device)
+                positions = None if start == 0 else torch.arange(start, start + chunk.shape[1], device=self.device)[None]
+                logits = self.model(chunk, positions, _PrefillCache(self._keys, self._values, slot, start))
+            request.position = len(ids)
             self._running.append(request)
             self._accept(slot, logits[0, -1])
         self._drop_finished()
