@@ -32,4 +32,4 @@ def test_large_configs_fit_their_machines(name, world, accum, params_b):
 def test_demo_config_loads():
     cfg = load_config(CONFIGS / "demo.toml")
     assert cfg.model.preset == "tiny" and cfg.data.file_list.endswith("file_list.txt")
-    assert total_steps(cfg) * cfg.data.global_batch * cfg.data.seq_len < 1_000_000
+    assert total_steps(cfg) * cfg.data.global_batch * cfg.data.seq_len < 2_000_000  # minutes on 2 CPU cores
