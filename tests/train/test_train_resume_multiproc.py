@@ -102,15 +102,20 @@ def test_kill_and_resume_gives_identical_losses(runs):
     assert a[20] < a[1]
 
 
-def test_two_rank_checkpoint_continues_on_one_rank(runs):
-    one = runs["root"] / "one_rank"
+def test_checkpoints_reshard_two_to_one_and_one_to_two_ranks(runs):
+    """FSDP2 on 2 ranks -> 1 rank from step 10, then that run's step 15 -> 2 ranks again."""
+    one, two = runs["root"] / "one_rank", runs["root"] / "two_again"
     one.mkdir()
+    two.mkdir()
     ckpt = runs["straight"] / "checkpoints" / "step_00000010"
     finish(launch(runs["config"], one, 1, f"--checkpoint.load_from={ckpt}"), one)
-    a, c = losses(runs["straight"]), losses(one)
-    assert sorted(c) == list(range(11, 21))
+    finish(launch(runs["config"], two, 2, f"--checkpoint.load_from={one / 'checkpoints' / 'step_00000015'}"), two)
+    a, c, d = losses(runs["straight"]), losses(one), losses(two)
+    assert sorted(c) == list(range(11, 21)) and sorted(d) == list(range(16, 21))
     for step in range(11, 21):
         assert c[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
+    for step in range(16, 21):
+        assert d[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
 
 
 def test_inference_model_from_run_dir_without_process_group(runs):
