@@ -331,18 +331,23 @@ class Engine:
         positions = torch.tensor([r.position for r in running], device=self.device)
         logits = self.model(tokens, positions[:, None], _DecodeCache(self._keys, self._values, positions))
         self.steps += 1
+        last = logits[:, -1]
+        greedy = last.argmax(dim=-1).tolist()  # one call for every row; sampled rows redo their own
         for row, request in enumerate(running):
             request.position += 1
-            self._accept(row, logits[row, -1])
+            self._accept(row, last[row], greedy[row])
         self._drop_finished()
 
-    def _accept(self, row: int, logits: torch.Tensor) -> None:
+    def _accept(self, row: int, logits: torch.Tensor, greedy: int | None = None) -> None:
         """Sample a token for `row`, stream the text it completes, and mark the row if done."""
         request = self._running[row]
         if request.cancelled:
             request.done = True
             return
-        token = sample_next(logits, request.params, request.generator)
+        if greedy is not None and request.params.temperature == 0:
+            token = greedy
+        else:
+            token = sample_next(logits, request.params, request.generator)
         reason = None
         if self._eod is not None and token == self._eod and not request.params.ignore_eos:
             reason = "stop"
