@@ -9,11 +9,21 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from auroragpt.config import override_keys
+
+    sections: dict[str, list[str]] = {}
+    for key, _ in override_keys():
+        section, name = key.split(".", 1)
+        sections.setdefault(section, []).append(name)
+    epilog = "config keys (--section.key=value):\n" + "\n".join(
+        f"  [{section}] {', '.join(names)}" for section, names in sections.items())
     parser = subparsers.add_parser(
         "train",
         help="train (or resume) a model from a TOML config",
         description="Train a GPT-style model from scratch, or resume the run in run.dir from its latest checkpoint. "
         "Any config key can be overridden as --section.key=value (for example --train.steps=100).",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="TOML run configuration (see configs/)")
     parser.add_argument("--plots-only", action="store_true", help="only redraw the plots and summary of run.dir")
