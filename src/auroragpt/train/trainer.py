@@ -66,9 +66,9 @@ def train(cfg: Config) -> TrainResult:
         guard.load_state_dict(meta["guard"])
         if meta.get("world_size") != info.world_size:
             seed_everything(cfg.train.seed + step, info.rank)
-        if info.rank == 0:
-            truncate_after(run_dir / "metrics.jsonl", step)
         log.info("resumed from %s at step %d (%d tokens seen)", resume_path, step, tokens_seen)
+    if info.rank == 0:  # forget steps a killed run logged after its last checkpoint
+        truncate_after(run_dir / "metrics.jsonl", step)
 
     dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
     loader = build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
