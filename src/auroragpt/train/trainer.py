@@ -66,6 +66,7 @@ def train(cfg: Config) -> TrainResult:
         guard.load_state_dict(meta["guard"])
         if meta.get("world_size") != info.world_size:
             seed_everything(cfg.train.seed + step, info.rank)
+        warn_if_data_order_changes(meta.get("config", {}), cfg, steps)
         log.info("resumed from %s at step %d (%d tokens seen)", resume_path, step, tokens_seen)
     if info.rank == 0:  # forget steps a killed run logged after its last checkpoint
         truncate_after(run_dir / "metrics.jsonl", step)
@@ -180,6 +181,23 @@ def find_resume_checkpoint(cfg: Config, run_dir: Path) -> Path | None:
     if cfg.checkpoint.resume:
         return latest_checkpoint(run_dir)
     return None
+
+
+def warn_if_data_order_changes(saved: dict[str, Any], cfg: Config, steps: int) -> None:
+    """The LR schedule spans the run's steps and the blend plan its steps x global_batch samples:
+    resuming with other values continues on a new schedule and sample order (allowed, e.g. to
+    extend a run, but said out loud)."""
+    from auroragpt.config import config_from_dict
+
+    try:
+        before = config_from_dict(saved)
+    except Exception:  # a checkpoint from an older config layout: nothing to compare
+        return
+    old = (total_steps(before), before.data.global_batch, before.data.seq_len, before.data.file_list, before.data.seed)
+    new = (steps, cfg.data.global_batch, cfg.data.seq_len, cfg.data.file_list, cfg.data.seed)
+    if old != new:
+        log.warning("resuming with (steps, global_batch, seq_len, file_list, data seed) = %s instead of the checkpoint's %s: "
+                    "the learning-rate schedule and the blend plan are rebuilt for the new values", new, old)
 
 
 def build_data_loader(cfg: Config, model_cfg, dp_rank: int, dp_size: int, start_sample: int, steps: int):
