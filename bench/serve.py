@@ -146,11 +146,10 @@ def http_benchmark(args: argparse.Namespace) -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = {**os.environ, "AURORAGPT_LOG_LEVEL": "WARNING"}
-        if args.threads:
-            env["OMP_NUM_THREADS"] = str(args.threads)
+        threads = ["--threads", str(args.threads)] if args.threads else []
         server = subprocess.Popen([sys.executable, "-m", "auroragpt.cli", "serve", str(Path(tmp) / "model"), "--port", str(port),
                                    "--device", args.device, "--dtype", args.dtype, "--max-batch", str(args.clients),
-                                   "--max-tokens-cap", str(args.new_tokens)], env=env)
+                                   "--max-tokens-cap", str(args.new_tokens), *threads], env=env)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120

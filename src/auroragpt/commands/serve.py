@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, xpu, ... (default: detected)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "float64"), default=None,
                    help="weights and KV cache precision (default: float32 on CPU, bfloat16 on accelerators)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the model's math (default: torch's; on a small CPU, leaving one core to the "
+                   "HTTP loop and the clients often helps)")
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (KV cache slots)")
     p.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + completion tokens (default: model's)")
     p.add_argument("--max-tokens-cap", type=int, default=1024, help="largest max_tokens a request may ask for")

@@ -119,6 +119,12 @@ def run_server(args: argparse.Namespace) -> int:
     for name in ("max_batch", "max_tokens_cap", "max_body_bytes", "max_file_bytes"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     device = args.device or _default_device()
     dtype = args.dtype or ("float32" if device == "cpu" else "bfloat16")
     model, tokenizer, template = load_for_serving(args.path, device, dtype, args.tokenizer)
