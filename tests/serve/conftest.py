@@ -89,7 +89,8 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, model_dir: Path, tmp: Path, extra: list[str], env_keys: str) -> None:
+    def __init__(self, model_dir: Path, tmp: Path, extra: list[str], env_keys: str, key: str) -> None:
+        self.key = key  # the API key this server accepts
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp / f"server-{self.port}.log", "w+")
@@ -122,10 +123,14 @@ class Server:
             self.proc.wait(timeout=15)
         self.log.close()
 
-    def client(self, key: str = KEY, **kwargs):
+    def client(self, key: str | None = None, **kwargs):
         import openai
 
-        return openai.OpenAI(base_url=self.base + "/v1", api_key=key, timeout=60, **kwargs)
+        return openai.OpenAI(base_url=self.base + "/v1", api_key=key or self.key, timeout=60, **kwargs)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
 
 
 @pytest.fixture(scope="session")
@@ -136,8 +141,9 @@ def servers(model_dir, tmp_path_factory):
     from auroragpt.serve.auth import hash_key
 
     keyfile.write_text(f"# test keys\n{hash_key(KEY)}\n")
-    main = Server(model_dir, tmp, ["--api-keys-file", str(keyfile)], env_keys="")
-    limited = Server(model_dir, tmp, ["--rate-limit-rps", "0.5", "--rate-limit-tpm", "250"], env_keys=LIMITED_KEY)
+    main = Server(model_dir, tmp, ["--api-keys-file", str(keyfile)], env_keys="", key=KEY)
+    limited = Server(model_dir, tmp, ["--rate-limit-rps", "0.5", "--rate-limit-tpm", "250"], env_keys=LIMITED_KEY,
+                     key=LIMITED_KEY)
     try:
         main.wait_ready()
         limited.wait_ready()

@@ -10,8 +10,6 @@ import httpx
 import openai
 import pytest
 
-from conftest import KEY, LIMITED_KEY
-
 PROMPTS = [
     "the quick brown", "a model reads", "servers answer", "def add(a, b):", "keys and values", "fox 7",
     "one at a time", "the lazy dog", "tokens 3", "return a", "batching their", "each step",
@@ -60,7 +58,7 @@ def test_streaming_completion_and_chat(server, reference):
     assert deltas[0].role == "assistant"
     assert "".join(d.content or "" for d in deltas) == chat_text
     # The raw event stream ends with the [DONE] sentinel.
-    with httpx.stream("POST", server.base + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+    with httpx.stream("POST", server.base + "/v1/completions", headers=server.auth,
                       json={"prompt": "over the", "max_tokens": 4, "stream": True}, timeout=30) as response:
         lines = [line for line in response.iter_lines() if line]
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -77,8 +75,8 @@ def test_wrong_or_missing_key_is_401(server):
 
 
 def test_over_the_rate_limit_is_429_with_retry_after(servers):
-    limited = servers[1]
-    client = limited.client(key=LIMITED_KEY, max_retries=0)
+    main, limited = servers
+    client = limited.client(max_retries=0)
     client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=2)
     with pytest.raises(openai.RateLimitError) as err:
         client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=2)
@@ -90,11 +88,11 @@ def test_over_the_rate_limit_is_429_with_retry_after(servers):
         client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=150)
     assert int(err.value.response.headers["retry-after"]) > 2
     with pytest.raises(openai.AuthenticationError):
-        limited.client(key=KEY, max_retries=0).models.list()
+        limited.client(key=main.key, max_retries=0).models.list()
 
 
 def test_malformed_bodies_get_openai_errors(server):
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    headers = {**server.auth, "Content-Type": "application/json"}
     url = server.base + "/v1/completions"
     bad_json = httpx.post(url, content=b"{not json", headers=headers, timeout=10)
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
@@ -179,14 +177,14 @@ def test_batch_job_end_to_end(server, reference, tmp_path):
 def test_metrics_count_requests_tokens_and_queue(server):
     server.client().completions.create(model="tiny-test", prompt="each step", max_tokens=3, temperature=0)
     assert httpx.get(server.base + "/metrics", timeout=10).status_code == 401
-    text = httpx.get(server.base + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).text
+    text = httpx.get(server.base + "/metrics", headers=server.auth, timeout=10).text
     for name in ("auroragpt_requests_total", "auroragpt_generation_tokens_total", "auroragpt_queue_depth",
                  "auroragpt_time_to_first_token_seconds_bucket", "auroragpt_request_latency_seconds_count"):
         assert name in text
 
 
 def test_a_client_that_hangs_up_frees_its_slot(server):
-    headers = {"Authorization": f"Bearer {KEY}"}
+    headers = server.auth
     body = {"prompt": "the quick brown", "max_tokens": 200, "stream": True, "ignore_eos": True}
     with httpx.stream("POST", server.base + "/v1/completions", headers=headers, json=body, timeout=30) as response:
         next(response.iter_lines())
