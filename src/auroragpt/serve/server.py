@@ -91,19 +91,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _default_device() -> str:
-    try:
-        from auroragpt.dist.device import detect_device
-    except ImportError:  # the device table is not installed in this tree: fall back on torch
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return detect_device()
-
-
 def run_server(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from auroragpt.dist.device import detect_device
     from auroragpt.serve.app import ServerSettings, create_app
     from auroragpt.serve.auth import KeyChecker
     from auroragpt.serve.engine import Engine
@@ -125,7 +116,7 @@ def run_server(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    device = args.device or _default_device()
+    device = args.device or detect_device()
     dtype = args.dtype or ("float32" if device == "cpu" else "bfloat16")
     model, tokenizer, template = load_for_serving(args.path, device, dtype, args.tokenizer)
     engine = Engine(model, tokenizer, max_batch=args.max_batch, max_seq_len=args.max_model_len)
