@@ -17,23 +17,19 @@ End of document is switched off so every request generates exactly N tokens.
 
 from __future__ import annotations
 
+import argparse
+import json
+import statistics
 import sys
+import threading
+import time
 from pathlib import Path
 
-# This folder holds scripts named like stdlib modules (tokenize.py); keep them from shadowing those.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from auroragpt.model.gpt import GPT  # noqa: E402
-from auroragpt.model.presets import get_preset  # noqa: E402
-from auroragpt.serve.engine import Engine, SamplingParams  # noqa: E402
+from auroragpt.model.gpt import GPT
+from auroragpt.model.presets import get_preset
+from auroragpt.serve.engine import Engine, SamplingParams
 
 
 class IdTokenizer:
@@ -68,10 +64,11 @@ def timed_request(engine: Engine, prompt: list[int], n: int, out: list, index: i
     out[index] = {"start": t0, "stamps": stamps, "ids": ids}
 
 
-def run_clients(engine: Engine, prompts: list[list[int]], n: int) -> tuple[float, list[dict]]:
+def run_clients(request, target, prompts: list[list[int]], n: int) -> tuple[float, list[dict]]:
+    """One thread per prompt calling request(target, prompt, n, results, i, gate), all released at once."""
     gate = threading.Event()
     results: list = [None] * len(prompts)
-    threads = [threading.Thread(target=timed_request, args=(engine, p, n, results, i, gate)) for i, p in enumerate(prompts)]
+    threads = [threading.Thread(target=request, args=(target, p, n, results, i, gate)) for i, p in enumerate(prompts)]
     for t in threads:
         t.start()
     t0 = time.perf_counter()
@@ -166,16 +163,7 @@ def http_benchmark(args: argparse.Namespace) -> None:
             n = args.new_tokens
             print(f"HTTP: preset {args.preset}, {args.device} {args.dtype}, {n} new tokens, {args.clients} clients")
             for label, batch in (("warm-up", prompts[:1]), ("1 client", prompts[:1]), (f"{args.clients} clients", prompts)):
-                gate, results = threading.Event(), [None] * len(batch)
-                threads = [threading.Thread(target=_sse_request, args=(base, p, n if label != "warm-up" else 4, results, i, gate))
-                           for i, p in enumerate(batch)]
-                for t in threads:
-                    t.start()
-                t0 = time.perf_counter()
-                gate.set()
-                for t in threads:
-                    t.join(timeout=3600)
-                wall = time.perf_counter() - t0
+                wall, results = run_clients(_sse_request, base, batch, n if label != "warm-up" else 4)
                 failed = [("no answer" if r is None else r["error"]) for r in results if r is None or "error" in r]
                 if failed:
                     raise SystemExit(f"{len(failed)} request(s) failed, e.g. {failed[0]}")
@@ -227,14 +215,14 @@ def main() -> None:
     t0 = time.perf_counter()
     reference = recompute_generate(model, prompts[0], n)
     recompute_s = time.perf_counter() - t0
-    wall1, single = run_clients(engine, prompts[:1], n)
+    wall1, single = run_clients(timed_request, engine, prompts[:1], n)
     agree = sum(a == b for a, b in zip(single[0]["ids"], reference)) / n
     cached_tps, recompute_tps = n / wall1, n / recompute_s
     print(f"one stream, KV cache      : {cached_tps:8.1f} tok/s")
     print(f"one stream, recompute     : {recompute_tps:8.1f} tok/s")
     print(f"  -> KV cache speed-up    : {cached_tps / recompute_tps:8.2f}x (goal >= 5x; greedy tokens agreeing: {agree:.0%})")
 
-    wall_c, many = run_clients(engine, prompts, n)
+    wall_c, many = run_clients(timed_request, engine, prompts, n)
     total = sum(len(r["ids"]) for r in many)
     batched_tps = total / wall_c
     print(f"{args.clients} concurrent clients    : {batched_tps:8.1f} tok/s total ({total} tokens in {wall_c:.2f} s)")

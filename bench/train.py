@@ -23,9 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# bench/ holds scripts named like stdlib modules (tokenize.py): keep it off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

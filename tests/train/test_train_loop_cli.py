@@ -52,3 +52,17 @@ def test_unknown_override_is_rejected_by_name(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "auroragpt.cli", "train", "--config", str(config), "--optim.lrr=1"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--optim.lrr=1" in proc.stderr
+
+
+def test_synthetic_run_ignores_an_absent_file_list_and_checkpoints(tmp_path):
+    """A config written for real data can be tried on synthetic tokens before the data exists."""
+    config = tmp_path / "run.toml"
+    config.write_text(CONFIG)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "auroragpt.cli", "train", "--config", str(config),
+                           f"--run.dir={tmp_path / 'run'}", "--optim.lr=1e-3", "--train.steps=4",
+                           f"--data.file_list={tmp_path / 'not-there.txt'}", "--checkpoint.every=2"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "topology: 1 rank(s)" in proc.stderr + proc.stdout
+    assert (tmp_path / "run" / "checkpoints" / "step_00000004").is_dir()

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from auroragpt.train.metrics import MetricsWriter, device_name, peak_flops, read_lines, throughput, truncate_after
+from auroragpt.train.metrics import MetricsWriter, device_peak_flops, peak_flops, read_lines, throughput, truncate_after
 from auroragpt.train.plots import write_plots
 
 
@@ -18,7 +18,7 @@ def test_peak_table_and_unknown_devices():
     assert peak_flops("AMD Instinct MI250X") == pytest.approx(191.5e12)
     assert peak_flops("NVIDIA GeForce RTX 4090") is None
     assert peak_flops(None) is None
-    assert device_name(torch.device("cpu")) is None
+    assert device_peak_flops(torch.device("cpu")) is None
 
 
 def test_throughput_math_and_no_mfu_without_peak():

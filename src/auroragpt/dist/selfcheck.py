@@ -83,9 +83,7 @@ def main() -> int:
         rows = [None] * info.world_size
         dist.all_gather_object(rows, row)
     if info.rank == 0:
-        print(f"topology: {info.world_size} rank(s) on {info.num_nodes} host(s) "
-              f"({', '.join(info.hostnames)}), device {info.device.type}, backend {info.backend}, "
-              f"launcher {info.launcher}")
+        print(info.topology())
         print(_topology_table(rows), flush=True)
     try:
         check_all_reduce(info)

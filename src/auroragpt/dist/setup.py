@@ -43,6 +43,12 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def topology(self) -> str:
+        """One line a user can check against the allocation they asked for."""
+        return (f"topology: {self.world_size} rank(s) on {self.num_nodes} host(s) ({', '.join(self.hostnames)}), "
+                f"{self.local_world_size} per host, device {self.device.type}, backend {self.backend}, "
+                f"launcher {self.launcher}")
+
 
 _INFO: DistInfo | None = None
 

@@ -45,13 +45,13 @@ def peak_flops(device_name: str | None) -> float | None:
     return None
 
 
-def device_name(device: torch.device) -> str | None:
-    """The accelerator's marketing name (what the peak table is keyed by); None on CPU."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(device)
-    if device.type == "xpu" and hasattr(torch, "xpu") and torch.xpu.is_available():
-        return torch.xpu.get_device_name(device)
-    return None
+def device_peak_flops(device: torch.device) -> float | None:
+    """Peak of an accelerator by its name; None on CPU and MPS, whose names must never match a GPU row."""
+    if device.type not in ("cuda", "xpu"):
+        return None
+    from auroragpt.dist.device import device_name
+
+    return peak_flops(device_name(device))
 
 
 def memory_gib(device: torch.device) -> float:

@@ -21,7 +21,7 @@ from auroragpt.errors import ConfigError
 from auroragpt.log import configure, get_logger
 from auroragpt.train.checkpoint import Checkpointer, latest_checkpoint, remove_incomplete, resolve_checkpoint
 from auroragpt.train.guard import SpikeGuard
-from auroragpt.train.metrics import MetricsWriter, device_name, memory_gib, peak_flops, throughput, truncate_after
+from auroragpt.train.metrics import MetricsWriter, device_peak_flops, memory_gib, throughput, truncate_after
 from auroragpt.train.optim import build_optimizer, lr_at, set_lr
 
 log = get_logger(__name__)
@@ -48,6 +48,9 @@ def train(cfg: Config) -> TrainResult:
     steps = total_steps(cfg)
 
     layout, mesh = build_layout(cfg, model_cfg, info)
+    if info.rank == 0:
+        log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)", info.topology(), layout.pp,
+                 layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode)
     model = build_model(model_cfg, info.device, cfg.train.seed)
     runner = parallelize(model, layout, mesh, mixed_precision=cfg.parallel.mixed_precision == "bf16",
                          activation_checkpoint=cfg.parallel.activation_checkpointing, compile=cfg.parallel.compile,
@@ -74,10 +77,11 @@ def train(cfg: Config) -> TrainResult:
     dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
     loader = build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
     batches = iter(loader)
+    data_mix = read_data_mix(cfg)
     accum = cfg.data.global_batch // (cfg.data.micro_batch * dp_size)
     tokens_per_step = cfg.data.global_batch * cfg.data.seq_len
     flops_per_token = model_cfg.flops_per_token(cfg.data.seq_len)
-    peak = peak_flops(device_name(info.device))
+    peak = device_peak_flops(info.device)
     metrics = MetricsWriter(run_dir, info.rank == 0, wandb=cfg.metrics.wandb, tensorboard=cfg.metrics.tensorboard,
                             project=cfg.metrics.project, run_name=cfg.run.name, config=cfg.to_dict())
     log.info("training %s (%.1fM parameters) for %d steps on %d ranks, %d micro batches per step",
@@ -111,7 +115,7 @@ def train(cfg: Config) -> TrainResult:
                 metrics.write(record)
                 log.info(format_record(record))
             if should_checkpoint(cfg, step, steps):
-                meta = checkpoint_meta(cfg, model_cfg, step, tokens_seen, guard)
+                meta = checkpoint_meta(cfg, model_cfg, step, tokens_seen, guard, data_mix)
                 checkpointer.save(step, runner.model_parts, optimizers, meta)
     finally:
         metrics.close()
@@ -250,7 +254,8 @@ def should_checkpoint(cfg: Config, step: int, steps: int) -> bool:
     return (step == steps and cfg.checkpoint.save_at_end) or (every > 0 and step % every == 0)
 
 
-def checkpoint_meta(cfg: Config, model_cfg, step: int, tokens_seen: int, guard: SpikeGuard) -> dict[str, Any]:
+def checkpoint_meta(cfg: Config, model_cfg, step: int, tokens_seen: int, guard: SpikeGuard,
+                    data_mix: list[dict[str, Any]] | None) -> dict[str, Any]:
     """What a checkpoint records besides tensors: enough to resume, evaluate, export and serve."""
     return {
         "tokens_seen": tokens_seen,
@@ -259,18 +264,22 @@ def checkpoint_meta(cfg: Config, model_cfg, step: int, tokens_seen: int, guard: 
         "model_config": model_cfg.to_dict(),
         "tokenizer": str(Path(cfg.data.tokenizer).resolve()) if cfg.data.tokenizer else None,
         "data": {"file_list": cfg.data.file_list, "seq_len": cfg.data.seq_len, "synthetic": cfg.data.synthetic,
-                 "mix": read_data_mix(cfg.data.file_list)},
+                 "mix": data_mix},
         "config": cfg.to_dict(),
     }
 
 
-def read_data_mix(file_list: str) -> list[dict[str, Any]] | None:
-    """The blend's (weight, prefix, corpus) entries, recorded so a checkpoint tells what it saw."""
-    if not file_list:
+def read_data_mix(cfg: Config) -> list[dict[str, Any]] | None:
+    """The blend's (weight, prefix, corpus) entries, recorded so a checkpoint tells what it saw.
+
+    Read once per run: synthetic runs have none, even when a (possibly absent) file list is set.
+    """
+    if cfg.data.synthetic or not cfg.data.file_list:
         return None
     from auroragpt.data.filelist import parse_file_list
 
-    return [{"weight": e.weight, "prefix": str(e.prefix), "corpus": e.corpus} for e in parse_file_list(file_list).entries]
+    return [{"weight": e.weight, "prefix": str(e.prefix), "corpus": e.corpus}
+            for e in parse_file_list(cfg.data.file_list).entries]
 
 
 def format_record(r: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Our `tokenize` against the same tokenizer's `encode_batch` in one process, on the same text.
 
-    python bench/tokenize.py --mb 64 --workers 1,2,4
+    python bench/tokenize_throughput.py --mb 64 --workers 1,2,4
 
 Builds a corpus from the Python standard library (the demo corpora, repeated up to --mb), trains a
 BPE on it (or takes --tokenizer), then measures:
