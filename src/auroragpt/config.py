@@ -61,6 +61,7 @@ class ParallelSection:
     activation_checkpointing: str = "none"
     compile: bool = False
     mixed_precision: str = "fp32"
+    meta_init: str = "auto"  # build on the meta device, allocate only this rank's shard (see trainer.use_meta_init)
 
 
 @dataclass
@@ -162,6 +163,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("parallel", "pp_schedule"): ("1F1B", "Interleaved1F1B", "GPipe"),
     ("parallel", "activation_checkpointing"): ("none", "full", "selective"),
     ("parallel", "mixed_precision"): ("fp32", "bf16"),
+    ("parallel", "meta_init"): ("auto", "always", "never"),
 }
 
 

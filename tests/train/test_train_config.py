@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import torch
 
 from auroragpt.config import Config, load_config, save_resolved, total_steps
 from auroragpt.errors import ConfigError
@@ -97,3 +98,22 @@ def test_cli_options_cover_every_key():
     assert args.overrides == ["train.steps=3", "optim.lr=1e-3"]
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--config", "x.toml", "--train.stepz=3"])
+
+
+def test_meta_init_is_chosen_for_big_split_models_only():
+    from auroragpt.model.presets import get_preset
+    from auroragpt.parallel.layout import ParallelLayout
+    from auroragpt.train.trainer import build_model, use_meta_init
+
+    fsdp, alone = ParallelLayout(dp_shard=12, dp_replicate=64), ParallelLayout(dp_shard=1)
+    assert use_meta_init("auto", get_preset("7b"), fsdp)
+    assert not use_meta_init("auto", get_preset("7b"), alone)  # one device holds it all anyway
+    assert not use_meta_init("auto", get_preset("tiny"), fsdp)
+    assert use_meta_init("always", get_preset("tiny"), alone) and not use_meta_init("never", get_preset("7b"), fsdp)
+    model = build_model(get_preset("7b"), torch.device("cpu"), seed=0, on_meta=True)  # no 28 GB allocated
+    assert all(p.is_meta for p in model.parameters())
+
+
+def test_meta_init_choice_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="meta_init"):
+        load_config(write(tmp_path, BASE), ["--parallel.meta_init=sometimes"])

@@ -128,3 +128,25 @@ def test_inference_model_from_run_dir_without_process_group(runs):
     with torch.no_grad():
         logits = model(torch.zeros(1, 8, dtype=torch.long))
     assert logits.shape == (1, 8, 256) and torch.isfinite(logits).all()
+
+
+def test_meta_device_init_on_two_ranks_trains_and_resumes(tmp_path):
+    """FSDP2 over 2 ranks from the meta device: each rank allocates only its shard, the losses follow
+    those of the usual full-model init (other values, same distribution), and a resume continues."""
+    import math
+
+    config = tmp_path / "run.toml"
+    config.write_text(CONFIG)
+    run, full = tmp_path / "meta", tmp_path / "full"
+    run.mkdir()
+    full.mkdir()
+    finish(launch(config, run, 2, "--parallel.meta_init=always", "--train.steps=10"), run)
+    finish(launch(config, full, 2, "--parallel.meta_init=never", "--train.steps=10"), full)
+    assert "weights initialised per shard from the meta device" in (tmp_path / "meta.log").read_text()
+    assert "meta device" not in (tmp_path / "full.log").read_text()
+    first, reference = losses(run), losses(full)
+    assert sorted(first) == list(range(1, 11))
+    assert first[1] != reference[1] and abs(first[1] - math.log(256)) < 0.1, (first, reference)
+    assert first[10] < first[1] and abs(first[10] - reference[10]) < 0.1, (first, reference)
+    finish(launch(config, run, 2, "--parallel.meta_init=always", "--train.steps=12"), run)
+    assert sorted(losses(run)) == list(range(1, 13))

@@ -48,13 +48,17 @@ def train(cfg: Config) -> TrainResult:
     steps = total_steps(cfg)
 
     layout, mesh = build_layout(cfg, model_cfg, info)
+    on_meta = use_meta_init(cfg.parallel.meta_init, model_cfg, layout)
     if info.rank == 0:
-        log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)", info.topology(), layout.pp,
-                 layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode)
-    model = build_model(model_cfg, info.device, cfg.train.seed)
+        log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)%s", info.topology(), layout.pp,
+                 layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode,
+                 ", weights initialised per shard from the meta device" if on_meta else "")
+    model = build_model(model_cfg, info.device, cfg.train.seed, on_meta=on_meta)
     runner = parallelize(model, layout, mesh, mixed_precision=cfg.parallel.mixed_precision == "bf16",
                          activation_checkpoint=cfg.parallel.activation_checkpointing, compile=cfg.parallel.compile,
                          device=info.device)
+    if on_meta:
+        runner.init_weights(cfg.train.seed)
     optimizers = [build_optimizer(part, cfg.optim) for part in runner.model_parts]
     guard = SpikeGuard(cfg.train.spike_factor, cfg.train.spike_warmup_steps, cfg.train.max_skipped_in_a_row)
     checkpointer = Checkpointer(run_dir, cfg.checkpoint.keep_last, cfg.checkpoint.async_save)
@@ -158,13 +162,33 @@ def build_layout(cfg: Config, model_cfg, info):
     return layout, build_mesh(layout, info.device.type)
 
 
-def build_model(model_cfg, device: torch.device, seed: int) -> torch.nn.Module:
-    """The full single-device model, initialised identically on every rank from `seed`."""
+META_INIT_MIN_PARAMS = 1_000_000_000
+
+
+def use_meta_init(choice: str, model_cfg, layout) -> bool:
+    """Whether to build the model on the meta device and allocate only each rank's shard or stage.
+
+    "auto" does so from 1B parameters when the layout splits the model (a 7B model is 28 GB in
+    fp32 before FSDP shards it; 70B fits on no device). Smaller models keep the single-device init,
+    whose values do not depend on the layout, so runs on different layouts start identically.
+    """
+    if choice == "always":
+        return True
+    if choice == "never":
+        return False
+    splits = layout.dp_shard > 1 or layout.tp > 1 or layout.pp > 1
+    return splits and model_cfg.num_params() >= META_INIT_MIN_PARAMS
+
+
+def build_model(model_cfg, device: torch.device, seed: int, on_meta: bool = False) -> torch.nn.Module:
+    """The full single-device model, initialised identically on every rank from `seed`; or, with
+    `on_meta`, its shapes only, to be allocated and initialised after parallelize()."""
     from auroragpt.model.gpt import GPT
 
-    with torch.device(device):
+    with torch.device("meta" if on_meta else device):
         model = GPT(model_cfg)
-    model.init_weights(torch.Generator(device=device).manual_seed(seed))
+    if not on_meta:
+        model.init_weights(torch.Generator(device=device).manual_seed(seed))
     return model
 
 
