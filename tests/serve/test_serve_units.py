@@ -190,3 +190,28 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path, capsys, monkeypat
     monkeypatch.delenv("AURORAGPT_API_KEYS", raising=False)
     assert main(["serve", str(tmp_path), "--host", "0.0.0.0"]) == 2
     assert "without API keys" in capsys.readouterr().err
+
+
+def test_temporary_state_folder_is_removed_at_shutdown(tmp_path):
+    """Without --state-dir the server keeps batch files in a temporary folder; it must not outlive it."""
+    from fastapi.testclient import TestClient
+
+    from auroragpt.model.gpt import GPT
+    from auroragpt.model.presets import ModelConfig
+    from auroragpt.serve.app import ServerSettings, create_app
+
+    model = GPT(ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, ffn_dim=32, vocab_size=64, max_seq_len=32))
+    model.init_weights(torch.Generator().manual_seed(0))
+    app = create_app(Engine(model.eval(), _CharTokenizer(), max_batch=1, max_seq_len=32), _CharTokenizer(),
+                     ServerSettings(model_name="t"))
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        state = app.state.store.dir
+        assert state.is_dir()
+    assert not state.exists()
+    kept = tmp_path / "state"
+    app = create_app(Engine(model.eval(), _CharTokenizer(), max_batch=1, max_seq_len=32), _CharTokenizer(),
+                     ServerSettings(model_name="t", state_dir=str(kept)))
+    with TestClient(app):
+        pass
+    assert kept.is_dir()  # a folder the user named is theirs

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -73,6 +74,7 @@ def create_app(engine: Engine, tokenizer, settings: ServerSettings, keys: KeyChe
     metrics = _Metrics(engine)
     limits = Limits(settings.max_tokens_cap, engine.max_seq_len, settings.model_name)
     render_chat = protocol.chat_renderer(chat_template)
+    own_state_dir = settings.state_dir is None  # a temporary one, removed at shutdown
     state_dir = settings.state_dir or tempfile.mkdtemp(prefix="auroragpt-serve-")
 
     async def events_of(prepared: Prepared) -> AsyncIterator[StreamEvent]:
@@ -186,8 +188,12 @@ def create_app(engine: Engine, tokenizer, settings: ServerSettings, keys: KeyChe
     @asynccontextmanager
     async def lifespan(_app):
         engine.start()
-        yield
-        engine.stop()
+        try:
+            yield
+        finally:
+            engine.stop()
+            if own_state_dir:
+                shutil.rmtree(state_dir, ignore_errors=True)
 
     app = FastAPI(title="auroragpt", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.engine, app.state.store = engine, store
