@@ -93,3 +93,20 @@ def test_sigint_reaches_every_rank() -> None:
     assert proc.returncode == 130, out + err
     assert "[rank 0] got SIGINT" in out and "[rank 1] got SIGINT" in out, out + err
     assert "interrupted" in err
+
+
+def test_unknown_mpi_launcher_falls_back_to_mpi4py() -> None:
+    """An MPI that sets none of the rank variables we know (only its PMI connection): ask mpi4py."""
+    script = (
+        "import os\nfrom auroragpt.dist.env import LAUNCHER_VARIABLES, read_rank_info\n"
+        "known = {n for v in LAUNCHER_VARIABLES.values() for f in (v.rank, v.world_size, v.local_rank, "
+        "v.local_world_size) for n in f}\n"
+        "env = {k: v for k, v in os.environ.items() if k not in known}\n"
+        "i = read_rank_info(env)\n"
+        "print(f'{i.launcher} rank={i.rank}/{i.world_size} local={i.local_rank}/{i.local_world_size} "
+        "pmi={os.environ[\"PMI_RANK\"]}', flush=True)\n"
+    )
+    result = run_cli("launch", "-n", "2", "--launcher", "mpiexec", "--", sys.executable, "-c", script, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for rank in (0, 1):
+        assert f"[rank {rank}] mpi4py rank={rank}/2 local={rank}/2 pmi={rank}" in result.stdout, result.stdout
