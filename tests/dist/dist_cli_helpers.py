@@ -9,17 +9,18 @@ import sys
 from pathlib import Path
 
 
-from auroragpt.dist.env import LAUNCHER_VARIABLES, MPI_EVIDENCE
+from auroragpt.dist.env import (LAUNCHER_VARIABLES, MPI_EVIDENCE, SLURM_NODE_ID, SLURM_NODELISTS, SLURM_STEP_ID,
+                                SLURM_TASKS_PER_NODE)
 from auroragpt.dist.scheduler import SCHEDULER_VARIABLES
 
 BIN = Path(sys.executable).parent
 
 
 def _foreign_variables() -> set[str]:
-    names = {"MASTER_ADDR", "MASTER_PORT", "SLURM_TASKS_PER_NODE", "SLURM_NODEID", "SLURM_NODELIST",
-             "AURORAGPT_DEVICE", "AURORAGPT_BACKEND", "AURORAGPT_DIST_TIMEOUT", *MPI_EVIDENCE}
+    names = {"MASTER_ADDR", "MASTER_PORT", "SLURM_NODELIST", "AURORAGPT_DEVICE", "AURORAGPT_BACKEND",
+             "AURORAGPT_DIST_TIMEOUT", SLURM_NODE_ID, SLURM_STEP_ID, *SLURM_NODELISTS, *SLURM_TASKS_PER_NODE, *MPI_EVIDENCE}
     for table in LAUNCHER_VARIABLES.values():
-        names.update(table.rank + table.world_size + table.local_rank + table.local_world_size)
+        names.update(table.rank + table.world_size + table.local_rank + table.local_world_size + table.present_if)
     for variables in SCHEDULER_VARIABLES.values():
         names.update(variables)
     return names

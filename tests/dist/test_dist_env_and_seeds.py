@@ -14,7 +14,16 @@ from auroragpt.errors import DistError
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}, (5, 1, 8, 4, "torchrun")),
+        ({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4", "TORCHELASTIC_RUN_ID": "x"},
+         (5, 1, 8, 4, "torchrun")),
+        # RANK/WORLD_SIZE set by hand or by another launcher
+        ({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}, (5, 1, 8, 4, "env")),
+        # a RANK left in the shell does not hide the mpiexec job this process belongs to
+        ({"RANK": "0", "WORLD_SIZE": "1", "PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1",
+          "MPI_LOCALNRANKS": "2", "PMI_FD": "9"}, (1, 1, 2, 2, "mpich")),
+        # a plain process inside a Slurm batch script (no srun): one process, not rank 0 of 8
+        ({"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_LOCALID": "0",
+          "SLURM_NODEID": "0", "SLURM_TASKS_PER_NODE": "4(x2)"}, (0, 0, 1, 1, "none")),
         # Aurora PALS mpiexec
         ({"PMI_RANK": "13", "PMI_SIZE": "24", "PALS_LOCAL_RANKID": "1", "PALS_LOCAL_SIZE": "12",
           "PALS_APID": "x"}, (13, 1, 24, 12, "mpich")),
@@ -26,14 +35,36 @@ from auroragpt.errors import DistError
         ({"SLURM_PROCID": "9", "SLURM_STEP_NUM_TASKS": "12", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1",
           "SLURM_TASKS_PER_NODE": "4(x2),3,1", "SLURM_NODEID": "2"}, (9, 1, 12, 3, "slurm")),
         # torchrun inside a Slurm allocation: torchrun's variables describe the process
-        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "SLURM_PROCID": "0",
-          "SLURM_NTASKS": "1"}, (0, 0, 2, 2, "torchrun")),
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x",
+          "SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1"}, (0, 0, 2, 2, "torchrun")),
         ({}, (0, 0, 1, 1, "none")),
     ],
 )
 def test_rank_info_from_each_launcher(env: dict, expected: tuple) -> None:
     info = read_rank_info(env, use_mpi4py=False)
     assert (info.rank, info.local_rank, info.world_size, info.local_world_size, info.launcher) == expected
+
+
+def test_slurm_rendezvous_uses_the_step_hosts_and_step_id(clean_env: pytest.MonkeyPatch) -> None:
+    """`srun --nodelist` may run a step on hosts other than the allocation's first: rank 0's host is
+    the step's first, and two steps of one job do not pick the same port."""
+    from auroragpt.dist.env import RankInfo
+    from auroragpt.dist.setup import _agree_on_master
+
+    ranks = RankInfo(0, 0, 4, 2, "slurm")
+    ports = set()
+    for step in ("0", "1"):
+        for name, value in {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "nid[001000-001127]",
+                            "SLURM_STEP_NODELIST": "nid[001003-001004]", "SLURM_STEP_ID": step}.items():
+            clean_env.setenv(name, value)
+        _agree_on_master(ranks)
+        import os
+
+        assert os.environ["MASTER_ADDR"] == "nid001003"
+        ports.add(os.environ["MASTER_PORT"])
+        clean_env.delenv("MASTER_ADDR")
+        clean_env.delenv("MASTER_PORT")
+    assert len(ports) == 2
 
 
 def test_slurm_tasks_per_node_format() -> None:
@@ -109,3 +140,23 @@ def test_seed_everything_gives_reproducible_per_rank_streams() -> None:
     b = torch.rand(4)
     seed_everything(3, 0)
     assert torch.equal(a, torch.rand(4)) and not torch.equal(a, b)
+
+
+def test_ccl_backend_plugin_is_imported_before_use(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.distributed knows "ccl" only after oneccl_bindings_for_pytorch is imported."""
+    import sys
+
+    from auroragpt.dist.device import register_backend
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "oneccl_bindings_for_pytorch", raising=False)
+    with pytest.raises(DistError, match="the ccl backend needs oneccl_bindings_for_pytorch"):
+        register_backend("ccl")
+    (tmp_path / "oneccl_bindings_for_pytorch.py").write_text("import builtins\nbuiltins._ccl_registered = True\n")
+    register_backend("ccl")
+    register_backend("gloo")  # built in: nothing to import
+    import builtins
+
+    assert getattr(builtins, "_ccl_registered", False)
+    del builtins._ccl_registered
+    sys.modules.pop("oneccl_bindings_for_pytorch", None)

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dist_cli_helpers import BIN, child_env, run_cli
 
 WORKER = str(Path(__file__).with_name("dist_allreduce_worker.py"))
@@ -68,11 +70,16 @@ def test_retries_restart_a_failed_job(tmp_path: Path) -> None:
     assert "[rank 0] attempt ok" in result.stdout and "[rank 1] attempt ok" in result.stdout
 
 
-def test_sigint_reaches_every_rank() -> None:
-    script = ("import signal, sys, time\n"
-              "def stop(*_):\n    print('got SIGINT', flush=True)\n    sys.exit(7)\n"
-              "signal.signal(signal.SIGINT, stop)\nprint('ready', flush=True)\ntime.sleep(120)\n")
-    proc = subprocess.Popen([str(BIN / "auroragpt"), "launch", "-n", "2", "--launcher", "mpiexec", "--",
+@pytest.mark.parametrize("launcher", ["mpiexec", "torchrun"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_reaches_every_rank_once(launcher: str, signum: int) -> None:
+    """A checkpoint-on-SIGTERM handler must run once: a second delivery would interrupt it."""
+    name = signal.Signals(signum).name
+    script = ("import signal, sys, time\ncount = 0\n"
+              f"def stop(*_):\n    global count\n    count += 1\n    print('got {name} #%d' % count, flush=True)\n"
+              f"signal.signal(signal.{name}, stop)\nprint('ready', flush=True)\n"
+              "while count == 0:\n    time.sleep(0.05)\ntime.sleep(1.5)\nsys.exit(7)\n")
+    proc = subprocess.Popen([str(BIN / "auroragpt"), "launch", "-n", "2", "--launcher", launcher, "--",
                              sys.executable, "-c", script], env=child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -84,14 +91,15 @@ def test_sigint_reaches_every_rank() -> None:
             if out_line.rstrip().endswith("ready"):
                 ready.add(out_line.split("]")[0])
         assert len(ready) == 2, "ranks did not start"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert proc.returncode == 130, out + err
-    assert "[rank 0] got SIGINT" in out and "[rank 1] got SIGINT" in out, out + err
+    assert proc.returncode == 128 + signum, out + err
+    assert f"[rank 0] got {name} #1" in out and f"[rank 1] got {name} #1" in out, out + err
+    assert "#2" not in out, out + err
     assert "interrupted" in err
 
 
@@ -110,3 +118,36 @@ def test_unknown_mpi_launcher_falls_back_to_mpi4py() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for rank in (0, 1):
         assert f"[rank {rank}] mpi4py rank={rank}/2 local={rank}/2 pmi={rank}" in result.stdout, result.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and PR_SET_PDEATHSIG are Linux features")
+def test_rank_command_has_its_own_group_and_dies_with_its_wrapper() -> None:
+    """Signals sent to the wrapper's process group (as mpiexec and torchrun do) must not reach the
+    command directly as well (it gets the wrapper's forwarded copy), and killing the wrapper
+    outright must not leave the command running as an orphan."""
+    import os
+
+    script = "import os, time\nprint(os.getpid(), os.getpgid(0), flush=True)\ntime.sleep(60)\n"
+    wrapper = subprocess.Popen([sys.executable, "-m", "auroragpt.dist.rank_exec", "--", sys.executable, "-c", script],
+                               env=child_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert wrapper.stdout is not None
+        pid, pgid = (int(x) for x in wrapper.stdout.readline().split("]")[1].split())
+        assert pgid == pid != os.getpgid(wrapper.pid)
+        wrapper.kill()
+        wrapper.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                break
+            if "\nState:\tZ" in state:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the command outlived its killed wrapper")
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()

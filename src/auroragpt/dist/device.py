@@ -42,8 +42,8 @@ def device_available(device_type: str) -> bool:
 def _backend_available(backend: str) -> bool:
     import torch.distributed as dist
 
-    if backend == "ccl":
-        return importlib.util.find_spec("oneccl_bindings_for_pytorch") is not None
+    if backend in BACKEND_PLUGINS:
+        return importlib.util.find_spec(BACKEND_PLUGINS[backend]) is not None
     if backend == "nccl":
         return dist.is_nccl_available()
     if backend == "gloo":
@@ -52,6 +52,23 @@ def _backend_available(backend: str) -> bool:
         is_xccl = getattr(dist, "is_xccl_available", None)
         return bool(is_xccl and is_xccl())
     return False
+
+
+# Backends that exist in torch.distributed only once a plug-in module has been imported.
+BACKEND_PLUGINS = {"ccl": "oneccl_bindings_for_pytorch"}
+
+
+def register_backend(backend: str) -> None:
+    """Import the plug-in that registers `backend` with torch.distributed (ccl: Intel oneCCL)."""
+    plugin = BACKEND_PLUGINS.get(backend)
+    if plugin is None:
+        return
+    try:
+        importlib.import_module(plugin)
+    except ImportError as err:
+        raise DistError(f"the {backend} backend needs {plugin}, which could not be imported: {err}",
+                        hint=f"install the {plugin} build that matches your torch, or set AURORAGPT_BACKEND "
+                        "to another backend (see `auroragpt doctor`)") from None
 
 
 def detect_device() -> str:

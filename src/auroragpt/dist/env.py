@@ -1,8 +1,9 @@
 """Rank, local rank, world size and local world size from whatever launched this process.
 
 `LAUNCHER_VARIABLES` is the one table of launcher variable names. Launchers are tried in order;
-the first whose rank variable is set wins. When an MPI launcher is evident but sets none of these
-names, mpi4py is asked (imported lazily, only then). No launcher at all means one process.
+the first whose rank variable (and `present_if` variable) is set wins. When an MPI launcher is
+evident but sets none of these names, mpi4py is asked (imported lazily, only then) before a plain
+RANK/WORLD_SIZE is believed. No launcher at all means one process.
 """
 
 from __future__ import annotations
@@ -17,17 +18,26 @@ from auroragpt.errors import DistError
 
 @dataclasses.dataclass(frozen=True)
 class LauncherVariables:
-    """Where one launcher puts the four numbers; a field may list alternatives, first set wins."""
+    """Where one launcher puts the four numbers; a field may list alternatives, first set wins.
+
+    `present_if`: the row counts only when one of these is set as well, so variables a shell or a
+    batch script leaves behind are not mistaken for a launched job.
+    """
 
     rank: tuple[str, ...]
     world_size: tuple[str, ...]
     local_rank: tuple[str, ...]
     local_world_size: tuple[str, ...]
+    present_if: tuple[str, ...] = ()
 
 
-# Order matters: torchrun inside an MPI or Slurm allocation sets RANK for the process it started.
+# Tried in this order. torchrun comes first (inside an MPI or Slurm allocation it sets RANK for the
+# process it started) but only with its run id: a RANK left in the shell must not turn each rank of
+# an mpiexec job into a job of its own. Plain RANK/WORLD_SIZE (set by hand or by another launcher)
+# come last, after asking MPI.
 LAUNCHER_VARIABLES: dict[str, LauncherVariables] = {
-    "torchrun": LauncherVariables(("RANK",), ("WORLD_SIZE",), ("LOCAL_RANK",), ("LOCAL_WORLD_SIZE",)),
+    "torchrun": LauncherVariables(("RANK",), ("WORLD_SIZE",), ("LOCAL_RANK",), ("LOCAL_WORLD_SIZE",),
+                                  present_if=("TORCHELASTIC_RUN_ID",)),
     # MPICH hydra sets PMI_* + MPI_LOCAL*; PALS (Aurora) sets PMI_* + PALS_LOCAL_*; PMIx sets PMIX_RANK.
     "mpich": LauncherVariables(
         ("PMI_RANK", "PMIX_RANK"),
@@ -39,16 +49,26 @@ LAUNCHER_VARIABLES: dict[str, LauncherVariables] = {
         ("OMPI_COMM_WORLD_RANK",), ("OMPI_COMM_WORLD_SIZE",),
         ("OMPI_COMM_WORLD_LOCAL_RANK",), ("OMPI_COMM_WORLD_LOCAL_SIZE",),
     ),
-    # SLURM_STEP_NUM_TASKS belongs to the srun step; SLURM_NTASKS alone is also set in a batch script.
+    # Only srun sets SLURM_STEP_NUM_TASKS. A batch script also has SLURM_PROCID=0 and SLURM_NTASKS=N,
+    # but it is one process: reading it as rank 0 of N would wait for ranks that never come.
     "slurm": LauncherVariables(
-        ("SLURM_PROCID",), ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"),
-        ("SLURM_LOCALID",), ("SLURM_NTASKS_PER_NODE",),
+        ("SLURM_PROCID",), ("SLURM_STEP_NUM_TASKS",), ("SLURM_LOCALID",), ("SLURM_NTASKS_PER_NODE",),
+        present_if=("SLURM_STEP_NUM_TASKS",),
     ),
+    "env": LauncherVariables(("RANK",), ("WORLD_SIZE",), ("LOCAL_RANK",), ("LOCAL_WORLD_SIZE",)),
 }
+# Slurm's other variables: tasks per node ("4(x2),3") and node index, for the local world size, and
+# the hosts and id of the step, for the rendezvous address.
+SLURM_TASKS_PER_NODE = ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
+SLURM_NODE_ID = "SLURM_NODEID"
+SLURM_NODELISTS = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST")
+SLURM_STEP_ID = "SLURM_STEP_ID"
+# Asked after these rows and before the plain "env" row, when an MPI launcher is evident.
+ROWS_BEFORE_MPI4PY = ("torchrun", "mpich", "openmpi", "slurm")
 
 # Variables whose presence says "an MPI launcher started me" even when no rank variable is set.
 MPI_EVIDENCE = ("PMI_FD", "PMI_PORT", "PMI_HOSTNAME", "PMIX_NAMESPACE", "HYDI_CONTROL_FD", "PALS_APID",
-                "OMPI_COMM_WORLD_NODE_RANK", "MPI_LOCALNRANKS")
+                "OMPI_COMM_WORLD_NODE_RANK")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,27 +113,34 @@ def slurm_tasks_on_node(tasks_per_node: str, node_id: int) -> int | None:
 def read_rank_info(env: Mapping[str, str] | None = None, use_mpi4py: bool = True) -> RankInfo:
     """The four numbers for this process; validated so that 0 <= rank < world_size."""
     env = os.environ if env is None else env
-    for launcher, names in LAUNCHER_VARIABLES.items():
-        found = _first(env, names.rank)
-        if found is None:
-            continue
-        rank = _as_int(*found)
-        world = _first(env, names.world_size)
-        world_size = _as_int(*world) if world else rank + 1
-        local = _first(env, names.local_rank)
-        local_rank = _as_int(*local) if local else rank
-        local_world = _first(env, names.local_world_size)
-        if local_world:
-            local_world_size = _as_int(*local_world)
-        elif launcher == "slurm" and env.get("SLURM_TASKS_PER_NODE") and env.get("SLURM_NODEID"):
-            local_world_size = slurm_tasks_on_node(env["SLURM_TASKS_PER_NODE"],
-                                                   _as_int("SLURM_NODEID", env["SLURM_NODEID"])) or world_size
-        else:
-            local_world_size = world_size
-        return _validated(RankInfo(rank, local_rank, world_size, local_world_size, launcher), found[0])
+    for launcher in ROWS_BEFORE_MPI4PY:
+        info = _from_row(launcher, env)
+        if info is not None:
+            return info
     if use_mpi4py and any(env.get(name) for name in MPI_EVIDENCE):
         return _from_mpi4py()
-    return RankInfo(0, 0, 1, 1, "none")
+    return _from_row("env", env) or RankInfo(0, 0, 1, 1, "none")
+
+
+def _from_row(launcher: str, env: Mapping[str, str]) -> RankInfo | None:
+    names = LAUNCHER_VARIABLES[launcher]
+    found = _first(env, names.rank)
+    if found is None or (names.present_if and _first(env, names.present_if) is None):
+        return None
+    rank = _as_int(*found)
+    world = _first(env, names.world_size)
+    world_size = _as_int(*world) if world else rank + 1
+    local = _first(env, names.local_rank)
+    local_rank = _as_int(*local) if local else rank
+    local_world = _first(env, names.local_world_size)
+    per_node = _first(env, SLURM_TASKS_PER_NODE)
+    if local_world:
+        local_world_size = _as_int(*local_world)
+    elif launcher == "slurm" and per_node and env.get(SLURM_NODE_ID):
+        local_world_size = slurm_tasks_on_node(per_node[1], _as_int(SLURM_NODE_ID, env[SLURM_NODE_ID])) or world_size
+    else:
+        local_world_size = world_size
+    return _validated(RankInfo(rank, local_rank, world_size, local_world_size, launcher), found[0])
 
 
 def _validated(info: RankInfo, rank_variable: str) -> RankInfo:
@@ -149,7 +176,8 @@ def _from_mpi4py() -> RankInfo:
 def launched_by_mpi(env: Mapping[str, str] | None = None) -> bool:
     """True when an MPI launcher (hydra, PALS, OpenMPI) started this process."""
     env = os.environ if env is None else env
-    if _first(env, LAUNCHER_VARIABLES["torchrun"].rank):
+    torchrun = LAUNCHER_VARIABLES["torchrun"]
+    if _first(env, torchrun.rank) and _first(env, torchrun.present_if):
         return False
     return any(env.get(n) for n in LAUNCHER_VARIABLES["mpich"].rank + LAUNCHER_VARIABLES["openmpi"].rank
                + MPI_EVIDENCE)

@@ -27,6 +27,25 @@ def _pump(source: BinaryIO, sink: BinaryIO, prefix: bytes) -> None:
         sink.flush()
 
 
+def _child_options() -> dict:
+    """On Linux, the command gets a process group of its own, so a signal that the MPI launcher or
+    torchrun sends to this rank's group reaches it once (from `forward`), not twice; and it dies with
+    this process if that is killed outright, instead of running on as an orphan."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os._exit(137)
+
+    return {"process_group": 0, "preexec_fn": die_with_parent}
+
+
 def exit_code_of(returncode: int) -> int:
     """Shell-style exit code: a death by signal N becomes 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -48,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"[rank {rank}] ".encode()
     try:
         # close_fds=False: MPI launchers hand the rank file descriptors (PMI_FD) it must keep.
-        child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=False)
+        child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=False,
+                                 **_child_options())
     except OSError as err:
         print(f"[rank {rank}] cannot start {args[0]!r}: {err.strerror}", file=sys.stderr, flush=True)
         print(f"auroragpt launch: rank {rank} exited with code 127", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from auroragpt import envvars
 from auroragpt.dist import device as device_mod
-from auroragpt.dist.env import RankInfo, launched_by_mpi, read_rank_info
+from auroragpt.dist.env import SLURM_NODELISTS, SLURM_STEP_ID, RankInfo, launched_by_mpi, read_rank_info
 from auroragpt.errors import DistError
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -72,6 +72,7 @@ def setup(timeout_s: float | None = None, seed: int | None = None) -> DistInfo:
     if ranks.world_size > 1:
         if not dist.is_initialized():
             _agree_on_master(ranks)
+            device_mod.register_backend(backend)
             timeout = datetime.timedelta(seconds=_timeout_seconds(timeout_s))
             try:
                 dist.init_process_group(backend=backend, rank=ranks.rank, world_size=ranks.world_size,
@@ -146,12 +147,14 @@ def _agree_on_master(ranks: RankInfo) -> None:
             single_node = ranks.local_world_size == ranks.world_size
             proposal = ("127.0.0.1" if single_node else socket.gethostname(), free_port())
         addr, port = comm.bcast(proposal, root=0)
-    elif ranks.launcher == "slurm" and os.environ.get("SLURM_JOB_NODELIST"):
+    elif ranks.launcher == "slurm" and any(os.environ.get(name) for name in SLURM_NODELISTS):
         from auroragpt.dist.scheduler import expand_nodelist
 
-        addr = expand_nodelist(os.environ["SLURM_JOB_NODELIST"])[0]
-        job_id = "".join(ch for ch in os.environ.get("SLURM_JOB_ID", "0") if ch.isdigit()) or "0"
-        port = 20000 + int(job_id) % 20000  # same on every rank, differs between jobs
+        nodelist = next(os.environ[name] for name in SLURM_NODELISTS if os.environ.get(name))
+        addr = expand_nodelist(nodelist)[0]  # the step's first host runs rank 0
+        job_id = int("".join(ch for ch in os.environ.get("SLURM_JOB_ID", "0") if ch.isdigit()) or "0")
+        step_id = int("".join(ch for ch in os.environ.get(SLURM_STEP_ID, "0") if ch.isdigit()) or "0")
+        port = 20000 + (job_id + 7919 * step_id) % 20000  # same on every rank; differs between jobs and steps
     else:
         raise DistError(
             f"world size is {ranks.world_size} (from {ranks.launcher}) but MASTER_ADDR/MASTER_PORT are not set",
