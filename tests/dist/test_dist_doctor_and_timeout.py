@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auroragpt.cli import main
-from auroragpt.dist.setup import _timeout_seconds
+from auroragpt.dist.setup import timeout_seconds
 from auroragpt.errors import DistError
 
 
@@ -34,10 +34,30 @@ def test_doctor_gives_a_fix_for_each_problem(clean_env: pytest.MonkeyPatch, caps
 
 
 def test_timeout_setting(clean_env: pytest.MonkeyPatch) -> None:
-    assert _timeout_seconds(None) == 600.0
-    assert _timeout_seconds(30) == 30.0
+    assert timeout_seconds(None) == 600.0
+    assert timeout_seconds(30) == 30.0
     clean_env.setenv("AURORAGPT_DIST_TIMEOUT", "90")
-    assert _timeout_seconds(None) == 90.0
+    assert timeout_seconds(None) == 90.0
     clean_env.setenv("AURORAGPT_DIST_TIMEOUT", "soon")
     with pytest.raises(DistError, match="AURORAGPT_DIST_TIMEOUT|not a positive number"):
-        _timeout_seconds(None)
+        timeout_seconds(None)
+
+
+def test_timeout_reaches_the_rendezvous() -> None:
+    """Rank 0 of 2 whose partner never comes: AURORAGPT_DIST_TIMEOUT=3 ends it in seconds, not 10 minutes."""
+    import subprocess
+    import sys
+    import time
+
+    from auroragpt.dist.setup import free_port
+    from dist_cli_helpers import child_env
+
+    env = child_env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="2", TORCHELASTIC_RUN_ID="t",
+                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), AURORAGPT_DIST_TIMEOUT="3")
+    script = ("import sys\nfrom auroragpt.dist.setup import setup\nfrom auroragpt.errors import DistError\n"
+              "try:\n    setup()\nexcept DistError as err:\n    print(err.message)\n    sys.exit(2)\n")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "rank 0 of 2 could not join the process group at 127.0.0.1" in result.stdout
+    assert time.monotonic() - started < 30

@@ -37,8 +37,11 @@ def slurm_env(nodelist: str, nodes: int) -> dict[str, str]:
             "SLURM_NNODES": str(nodes), "PATH": "/usr/bin"}
 
 
-def line(request: LaunchRequest, env: dict[str, str], default_ppn: int = 1) -> str:
-    return build_launch_plan(request, env=env, default_ppn=default_ppn).shell_line()
+AURORA_CPUS = 208  # 2 x 52 cores x 2 hardware threads
+
+
+def line(request: LaunchRequest, env: dict[str, str], default_ppn: int = 1, host_cpus: int = AURORA_CPUS) -> str:
+    return build_launch_plan(request, env=env, default_ppn=default_ppn, host_cpus=host_cpus).shell_line()
 
 
 @pytest.mark.parametrize("nodes", [1, 2, 128])
@@ -57,6 +60,24 @@ def test_pbs_subset_of_hosts_and_fewer_tiles(tmp_path: Path) -> None:
                    f"--cpu-bind list:1-8:9-16:17-24:25-32:33-40:41-48 {WRAP} python t.py")
     got = line(LaunchRequest(("python", "t.py"), nprocs=24, bind="none"), env, default_ppn=12)
     assert got == f"mpiexec --envall --np 24 --ppn 12 --hosts {hosts} {WRAP} python t.py"
+
+
+def test_pbs_on_a_node_without_auroras_cores_gets_no_binding(tmp_path: Path) -> None:
+    """Polaris (PBS, 4 GPUs, 64 CPUs): Aurora's core list would name cores the node lacks."""
+    env = pbs_env(tmp_path, 2)
+    got = line(LaunchRequest(("python", "t.py")), env, default_ppn=4, host_cpus=64)
+    assert got == f"mpiexec --envall --np 8 --ppn 4 --hostfile {env['PBS_NODEFILE']} {WRAP} python t.py"
+
+
+def test_hostfile_with_comments_or_slots_is_passed_as_host_names(tmp_path: Path) -> None:
+    """MPICH's hydra rejects `slots=` and comments: such a file becomes a host list."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("# two nodes\nnodeA slots=4\nnodeB:4  # second\n")
+    got = line(LaunchRequest(("python", "t.py"), ppn=2, hostfile=str(hostfile), launcher="mpiexec"), {"PATH": "/usr/bin"})
+    assert got == f"mpiexec -n 4 -ppn 2 -hosts nodeA,nodeB {WRAP} python t.py"
+    hostfile.write_text("nodeA\nbad host@x\n")
+    with pytest.raises(LaunchError, match="line 2: 'bad host@x' is not a host name"):
+        line(LaunchRequest(("python", "t.py"), hostfile=str(hostfile), launcher="mpiexec"), {"PATH": "/usr/bin"})
 
 
 def test_pbs_with_user_hostfile(tmp_path: Path) -> None:
@@ -90,7 +111,7 @@ def test_local_mpiexec_and_torchrun_lines() -> None:
     env = {"PATH": str(Path(PY).parent)}  # the venv's mpiexec (mpich wheel)
     assert line(LaunchRequest(("python", "x.py"), nprocs=2), env) == f"mpiexec -n 2 {WRAP} python x.py"
     got = line(LaunchRequest(("python", "x.py"), nprocs=2), {"PATH": "/nonexistent"})
-    assert got == (f"{PY} -m torch.distributed.run --standalone --nnodes 1 --nproc-per-node 2 --no-python "
+    assert got == (f"{PY} -m auroragpt.dist.elastic --standalone --nnodes 1 --nproc-per-node 2 --no-python "
                    f"{WRAP} python x.py")
     got = line(LaunchRequest(("python", "x.py"), nprocs=3, launcher="torchrun"), env)
     assert "--nproc-per-node 3 --no-python" in got
@@ -115,7 +136,8 @@ def test_inconsistent_choices_rejected(tmp_path: Path, request_kwargs: dict, mes
 
 def test_cli_dry_run_prints_the_whole_pbs_command(tmp_path: Path) -> None:
     env = child_env(**{k: v for k, v in pbs_env(tmp_path, 2).items() if k != "PATH"})
-    result = run_cli("launch", "--dry-run", "--ppn", "12", "--", "python", "-m", "auroragpt.dist.selfcheck", env=env)
+    result = run_cli("launch", "--dry-run", "--ppn", "12", "--bind", "aurora", "--", "python", "-m",
+                     "auroragpt.dist.selfcheck", env=env)
     assert result.returncode == 0, result.stderr
     argv = shlex.split(result.stdout)
     assert os.path.samefile(argv[10], PY)  # the CLI's own interpreter (python or python3 of this venv)

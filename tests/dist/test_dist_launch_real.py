@@ -38,11 +38,12 @@ def test_torchrun_two_ranks_allreduce() -> None:
                          r"launcher=torchrun backend=gloo master=\S+ sum=3.0 ok", result.stdout), result.stdout
 
 
-def test_crashing_rank_stops_the_job_and_is_named() -> None:
-    script = ("import os, sys, time\nrank = int(os.environ['PMI_RANK'])\nprint('started', flush=True)\n"
-              "if rank == 1:\n    sys.exit(3)\ntime.sleep(120)\n")
+@pytest.mark.parametrize("launcher", ["mpiexec", "torchrun"])
+def test_crashing_rank_stops_the_job_and_is_named(launcher: str) -> None:
+    script = ("import os, sys, time\nrank = int(os.environ.get('PMI_RANK') or os.environ['RANK'])\n"
+              "print('started', flush=True)\nif rank == 1:\n    sys.exit(3)\ntime.sleep(120)\n")
     started = time.monotonic()
-    result = run_cli("launch", "-n", "2", "--launcher", "mpiexec", "--", sys.executable, "-c", script, timeout=90)
+    result = run_cli("launch", "-n", "2", "--launcher", launcher, "--", sys.executable, "-c", script, timeout=90)
     assert time.monotonic() - started < 60, "the surviving rank was not stopped"
     assert result.returncode == 3, result.stdout + result.stderr
     assert "auroragpt launch: rank 1 failed first, with exit code 3" in result.stderr
@@ -100,7 +101,7 @@ def test_signal_reaches_every_rank_once(launcher: str, signum: int) -> None:
     assert proc.returncode == 128 + signum, out + err
     assert f"[rank 0] got {name} #1" in out and f"[rank 1] got {name} #1" in out, out + err
     assert "#2" not in out, out + err
-    assert "interrupted" in err
+    assert "interrupted" in err and "Traceback" not in err, err
 
 
 def test_unknown_mpi_launcher_falls_back_to_mpi4py() -> None:

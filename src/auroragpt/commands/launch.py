@@ -6,6 +6,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from auroragpt.dist.launch import BIND_CHOICES, LAUNCHERS  # tables only: no work on import
+
     p = subparsers.add_parser(
         "launch",
         help="run a command on N ranks (mpiexec under PBS, srun under Slurm, mpiexec or torchrun locally)",
@@ -19,10 +21,11 @@ def register(subparsers) -> None:
                    help="ranks per host (default: accelerators per host, 1 on a CPU-only host)")
     p.add_argument("--nhosts", type=int, default=None, help="use only the first NHOSTS hosts of the allocation")
     p.add_argument("--hostfile", default=None, help="hosts to use, one per line (default: the scheduler's)")
-    p.add_argument("--launcher", choices=("auto", "mpiexec", "srun", "torchrun"), default="auto",
+    p.add_argument("--launcher", choices=LAUNCHERS, default="auto",
                    help="auto: mpiexec under PBS, srun under Slurm, locally mpiexec if found else torchrun")
-    p.add_argument("--bind", choices=("auto", "aurora", "none"), default="auto",
-                   help="CPU-binding profile; auto = aurora (8 cores per GPU tile) under PBS, none elsewhere")
+    p.add_argument("--bind", choices=BIND_CHOICES, default="auto",
+                   help="CPU-binding profile; auto = aurora (8 cores per GPU tile) for mpiexec under PBS on a "
+                   "node with Aurora's cores, none elsewhere")
     p.add_argument("--retries", type=int, default=0, help="restart a failed job up to this many times")
     p.add_argument("--dry-run", action="store_true", help="print the exact command and exit")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command each rank runs (after --)")
@@ -39,12 +42,10 @@ def _accelerators_here() -> int:
 def run(args: argparse.Namespace) -> int:
     from auroragpt import envvars
     from auroragpt.dist.launch import LaunchRequest, build_launch_plan
+    from auroragpt.dist.runner import run_plan
     from auroragpt.dist.scheduler import detect_scheduler
+    from auroragpt.dist.setup import timeout_seconds
 
-    from auroragpt.errors import LaunchError
-
-    if args.retries < 0:
-        raise LaunchError(f"--retries {args.retries} must be 0 or more", hint="pass --retries 0 (no restart) or more")
     command = list(args.cmd)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -55,10 +56,9 @@ def run(args: argparse.Namespace) -> int:
         from auroragpt.dist.device import detect_backend, detect_device
 
         detect_backend(detect_device())  # a bad override fails here, before any rank starts
+    timeout_seconds()  # and so does a bad AURORAGPT_DIST_TIMEOUT
     plan = build_launch_plan(request, default_ppn=_accelerators_here() if needs_default else 1)
     if args.dry_run:
         print(plan.shell_line())
         return 0
-    from auroragpt.dist.runner import run_plan
-
     return run_plan(plan, retries=args.retries)

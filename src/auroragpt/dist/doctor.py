@@ -105,7 +105,7 @@ def diagnose() -> Report:
                                 "on MASTER_ADDR/MASTER_PORT by themselves",
                                 "`pip install mpi4py`, or export MASTER_ADDR and MASTER_PORT before launching"))
     if not mpiexec and scheduler == "none":
-        facts.append(("local launcher", "torchrun (python -m torch.distributed.run)"))
+        facts.append(("local launcher", "torch elastic (python -m auroragpt.dist.elastic, i.e. torch.distributed.run)"))
     try:
         ranks = read_rank_info(use_mpi4py=False)
         if ranks.launcher != "none":

@@ -14,7 +14,7 @@ import shutil
 import sys
 from collections.abc import Mapping
 
-from auroragpt.dist.scheduler import Allocation, detect_allocation, read_hostfile
+from auroragpt.dist.scheduler import Allocation, detect_allocation, is_plain_hostfile, read_hostfile
 from auroragpt.errors import LaunchError
 
 LAUNCHERS = ("auto", "mpiexec", "srun", "torchrun")
@@ -27,6 +27,10 @@ BIND_PROFILES: dict[str, tuple[str, ...]] = {
     "none": (),
 }
 BIND_CHOICES = ("auto", *BIND_PROFILES)
+
+
+def _highest_core(profile: tuple[str, ...]) -> int:
+    return max((int(part.split("-")[-1]) for part in profile), default=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +86,15 @@ def _choose_launcher(requested: str, scheduler: str, env: Mapping[str, str]) -> 
     return "torchrun"
 
 
-def _resolve_bind(bind: str, scheduler: str, launcher: str, ppn: int) -> str:
+def _resolve_bind(bind: str, scheduler: str, launcher: str, ppn: int, host_cpus: int) -> str:
+    """"auto" means Aurora's per-tile binding for PALS mpiexec under PBS on a node whose CPUs it
+    names (Aurora: 208); another PBS machine (Polaris: 64 CPUs) gets none rather than cores it lacks."""
     if bind not in BIND_CHOICES:
         raise LaunchError(f"unknown CPU-binding profile {bind!r}", hint=f"use one of {', '.join(BIND_CHOICES)}")
     if bind == "auto":
-        return "aurora" if scheduler == "pbs" and launcher == "mpiexec" and ppn <= len(BIND_PROFILES["aurora"]) else "none"
+        aurora = BIND_PROFILES["aurora"]
+        fits = ppn <= len(aurora) and host_cpus > _highest_core(aurora)
+        return "aurora" if scheduler == "pbs" and launcher == "mpiexec" and fits else "none"
     cores = BIND_PROFILES[bind]
     if cores and (scheduler != "pbs" or launcher != "mpiexec"):
         raise LaunchError(f"the {bind!r} CPU-binding profile is written for PALS mpiexec under PBS, "
@@ -98,13 +106,15 @@ def _resolve_bind(bind: str, scheduler: str, launcher: str, ppn: int) -> str:
 
 
 def build_launch_plan(request: LaunchRequest, env: Mapping[str, str] | None = None,
-                      default_ppn: int = 1) -> LaunchPlan:
+                      default_ppn: int = 1, host_cpus: int | None = None) -> LaunchPlan:
     """Resolve ranks, hosts and launcher, validate them together, and build the command line.
 
     `default_ppn` is the ranks per host when neither --ppn nor -n says otherwise (the number of
-    accelerators a node has). Inconsistent choices raise LaunchError before anything starts.
+    accelerators a node has); `host_cpus` the CPUs of a node (default: this one's), which decides
+    whether Aurora's binding fits. Inconsistent choices raise LaunchError before anything starts.
     """
     env = os.environ if env is None else env
+    host_cpus = (os.cpu_count() or 1) if host_cpus is None else host_cpus
     if not request.command:
         raise LaunchError("no command to launch", hint="put the command after `--`, e.g. "
                           "`auroragpt launch -n 2 -- python -m auroragpt.dist.selfcheck`")
@@ -120,9 +130,11 @@ def build_launch_plan(request: LaunchRequest, env: Mapping[str, str] | None = No
     if launcher == "torchrun" and nhosts > 1:
         raise LaunchError(f"the torchrun launcher starts ranks on this host only, but the job needs {nhosts} hosts",
                           hint="use --launcher mpiexec (PBS, or any MPI) or srun (Slurm) for several hosts")
-    bind = _resolve_bind(request.bind, scheduler, launcher, ppn)
+    bind = _resolve_bind(request.bind, scheduler, launcher, ppn, host_cpus)
     hosts = allocation.hosts[:nhosts]
-    whole_file = allocation.hostfile is not None and nhosts == len(allocation.hosts)
+    # A file is passed on only as MPI reads it: bare host names (no comments, no slot counts).
+    whole_file = (allocation.hostfile is not None and nhosts == len(allocation.hosts)
+                  and is_plain_hostfile(allocation.hostfile))
     wrapped = rank_exec_prefix() + tuple(request.command)
     if launcher == "mpiexec" and scheduler == "pbs":
         argv = ["mpiexec", "--envall", "--np", str(nprocs), "--ppn", str(ppn)]
@@ -140,7 +152,7 @@ def build_launch_plan(request: LaunchRequest, env: Mapping[str, str] | None = No
         if request.hostfile is not None:
             argv += ["--nodelist", ",".join(hosts)]
     else:
-        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+        argv = [sys.executable, "-m", "auroragpt.dist.elastic", "--standalone", "--nnodes", "1",
                 "--nproc-per-node", str(nprocs), "--no-python"]
     return LaunchPlan(tuple(argv) + wrapped, launcher, scheduler, hosts, nprocs, ppn, bind)
 

@@ -41,6 +41,17 @@ def detect_scheduler(env: Mapping[str, str] | None = None) -> str:
     return "none"
 
 
+_HOSTFILE_ENTRY = re.compile(r"[A-Za-z0-9_.\-]+(?::\d+)?")
+_SLOTS = re.compile(r"(?:max[-_])?slots=\d+")
+_BARE_HOST = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def is_plain_hostfile(path: str | os.PathLike[str]) -> bool:
+    """True when every line is a bare host name, the only form every MPI's hostfile option reads."""
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    return all(_BARE_HOST.fullmatch(line.strip()) for line in lines if line.strip())
+
+
 def read_hostfile(path: str | os.PathLike[str], what: str = "hostfile") -> tuple[str, ...]:
     """Distinct host names in file order. Blank lines and '#' comments are skipped; a host may be
     followed by slot counts ("x1 slots=12" or "x1:12"), which are ignored here."""
@@ -54,10 +65,12 @@ def read_hostfile(path: str | os.PathLike[str], what: str = "hostfile") -> tuple
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        host = line.split()[0].split(":")[0]
-        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", host):
+        first, *rest = line.split()
+        host = first.split(":")[0]
+        if not _HOSTFILE_ENTRY.fullmatch(first) or not all(_SLOTS.fullmatch(word) for word in rest):
             raise LaunchError(f"{what} {path} line {number}: {raw.strip()!r} is not a host name",
-                              hint="write one host name per line (letters, digits, '.', '-', '_')")
+                              hint="write one host name per line (letters, digits, '.', '-', '_'), "
+                              "optionally followed by slots=N or written host:N")
         hosts.setdefault(host, None)
     if not hosts:
         raise LaunchError(f"{what} {path} is empty: it lists no hosts",

@@ -73,7 +73,7 @@ def setup(timeout_s: float | None = None, seed: int | None = None) -> DistInfo:
         if not dist.is_initialized():
             _agree_on_master(ranks)
             device_mod.register_backend(backend)
-            timeout = datetime.timedelta(seconds=_timeout_seconds(timeout_s))
+            timeout = datetime.timedelta(seconds=timeout_seconds(timeout_s))
             try:
                 dist.init_process_group(backend=backend, rank=ranks.rank, world_size=ranks.world_size,
                                         timeout=timeout)
@@ -107,7 +107,8 @@ def teardown() -> None:
     _INFO = None
 
 
-def _timeout_seconds(timeout_s: float | None) -> float:
+def timeout_seconds(timeout_s: float | None = None) -> float:
+    """The process-group timeout: `timeout_s`, else AURORAGPT_DIST_TIMEOUT, else 600 s (validated)."""
     if timeout_s is not None:
         value: float | str = timeout_s
     else:
