@@ -42,10 +42,11 @@ def _accelerators_here() -> int:
 def run(args: argparse.Namespace) -> int:
     from auroragpt import envvars
     from auroragpt.dist.launch import LaunchRequest, build_launch_plan
-    from auroragpt.dist.runner import run_plan
+    from auroragpt.dist.runner import check_retries, run_plan
     from auroragpt.dist.scheduler import detect_scheduler
     from auroragpt.dist.setup import timeout_seconds
 
+    check_retries(args.retries)
     command = list(args.cmd)
     if command[:1] == ["--"]:
         command = command[1:]

@@ -24,14 +24,18 @@ class JobResult:
     interrupted: bool
 
 
+def check_retries(retries: int) -> None:
+    if retries < 0:
+        raise LaunchError(f"--retries {retries} must be 0 or more", hint="pass --retries 0 (no restart) or more")
+
+
 def run_plan(plan: LaunchPlan, retries: int = 0, grace_s: float = 15.0, failure_grace_s: float = 5.0) -> int:
     """Run the job, restarting it up to `retries` times after a failure; returns the exit code.
 
     When a rank fails, the others get `failure_grace_s` to finish, then SIGTERM; anything still
     alive `grace_s` after a SIGTERM or a forwarded signal is killed.
     """
-    if retries < 0:
-        raise LaunchError(f"--retries {retries} must be 0 or more", hint="pass --retries 0 (no restart) or more")
+    check_retries(retries)
     _say(f"running {plan.nprocs} rank(s) on {len(plan.hosts)} host(s): {plan.shell_line()}")
     result = JobResult(0, None, False)
     for attempt in range(retries + 1):
