@@ -29,7 +29,7 @@ auroragpt data train-tokenizer "$OUT/corpora" --vocab-size 4096 --output "$OUT/t
 
 say "4/7 tokenize into indexed datasets (one per input file)"
 auroragpt data tokenize "$OUT/corpora" --output-prefix "$OUT/data/demo" --tokenizer "$OUT/tokenizer.json" \
-    --per-input --workers 2 --no-progress
+    --per-input --workers 2 --no-progress --force
 
 say "5/7 data-file-list: 60% code, 40% prose"
 cat > "$OUT/data/file_list.txt" <<LIST

@@ -140,3 +140,59 @@ def test_shuffle_is_seeded_permutation_and_restart_reuses_outputs(tmp_path, corp
     redo = tokenize_corpora([folder], tmp_path / "per", tokenizer_path, workers=1, per_input=True)
     assert redo.reused and len(redo.reused) == 4 and redo.documents == 30
     assert per.outputs == redo.outputs
+
+
+def test_existing_output_is_reused_only_for_the_same_recipe(tmp_path, tokenizer_path):
+    """Rerunning the same command is a no-op; other inputs or another tokenizer into an existing
+    prefix are refused (never silently kept) until --force replaces them."""
+    from auroragpt.data.tokenizer import train_bpe
+
+    (tmp_path / "a.jsonl").write_bytes(jsonl(texts(1, 5)))
+    (tmp_path / "b.jsonl").write_bytes(jsonl(texts(2, 7)))
+    out = tmp_path / "out"
+    assert tokenize_corpora([tmp_path / "a.jsonl"], out, tokenizer_path, workers=1).documents == 5
+    again = tokenize_corpora([tmp_path / "a.jsonl"], out, tokenizer_path, workers=1)
+    assert again.documents == 0 and again.reused == [str(tmp_path / "a.jsonl")]
+    with pytest.raises(DataError, match="already exist, but were made from other inputs") as err:
+        tokenize_corpora([tmp_path / "b.jsonl"], out, tokenizer_path, workers=1)
+    assert "--force" in err.value.hint
+    assert len(documents(out)) == 5
+    other_tok = train_bpe(texts(3, 50), 300, tmp_path / "other.json").path
+    with pytest.raises(DataError, match="already exist"):
+        tokenize_corpora([tmp_path / "a.jsonl"], out, other_tok, workers=1)
+    assert tokenize_corpora([tmp_path / "b.jsonl"], out, tokenizer_path, workers=1, force=True).documents == 7
+    assert len(documents(out)) == 7
+    per = tmp_path / "per"
+    tokenize_corpora([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], per, tokenizer_path, workers=1, per_input=True)
+    (tmp_path / "b.jsonl").write_bytes(jsonl(texts(2, 8)))  # an input that changed since
+    with pytest.raises(DataError, match="per_b.bin/.idx already exist"):
+        tokenize_corpora([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], per, tokenizer_path, workers=1, per_input=True)
+
+
+def test_unfinished_parts_of_another_run_are_not_mixed_in(tmp_path, tokenizer_path):
+    (tmp_path / "a.jsonl").write_bytes(jsonl(texts(1, 5)))
+    (tmp_path / "b.jsonl").write_bytes(jsonl(texts(2, 7)))
+    out = tmp_path / "out"
+    tokenize_corpora([tmp_path / "a.jsonl"], tmp_path / "donor", tokenizer_path, workers=1)
+    parts = tmp_path / "out.parts"  # as if a run over a.jsonl had been killed after its first input
+    parts.mkdir()
+    for suffix in (".bin", ".idx"):
+        (parts / f"00000_a{suffix}").write_bytes((tmp_path / f"donor{suffix}").read_bytes())
+    (parts / "recipe.json").write_text('{"inputs": []}')
+    with pytest.raises(DataError, match="out.parts holds the unfinished work of an earlier run"):
+        tokenize_corpora([tmp_path / "b.jsonl", tmp_path / "a.jsonl"], out, tokenizer_path, workers=1)
+    result = tokenize_corpora([tmp_path / "b.jsonl", tmp_path / "a.jsonl"], out, tokenizer_path, workers=1, force=True)
+    assert result.documents == 12 and len(documents(out)) == 12 and not parts.exists()
+
+
+def test_zstd_with_several_frames_and_a_truncated_one(tmp_path, tokenizer_path):
+    rows_a, rows_b = texts(4, 40), texts(5, 3000)
+    frames = zstandard.ZstdCompressor().compress(jsonl(rows_a)) + zstandard.ZstdCompressor().compress(jsonl(rows_b))
+    (tmp_path / "multi.jsonl.zst").write_bytes(frames)
+    assert tokenize_corpora([tmp_path / "multi.jsonl.zst"], tmp_path / "m", tokenizer_path, workers=1).documents == 3040
+    (tmp_path / "cut.jsonl.zst").write_bytes(frames[: len(frames) - 100])  # cut inside the second frame
+    with pytest.raises(DataError, match="cut.jsonl.zst: cannot decompress after line .*ends inside a zstd frame"):
+        tokenize_corpora([tmp_path / "cut.jsonl.zst"], tmp_path / "c", tokenizer_path, workers=2)
+    assert not list(tmp_path.glob("c.*"))
+    (tmp_path / "empty.jsonl.zst").write_bytes(b"")
+    assert tokenize_corpora([tmp_path / "empty.jsonl.zst"], tmp_path / "e", tokenizer_path, workers=1).documents == 0

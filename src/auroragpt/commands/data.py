@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
                    help="malformed lines: skip and report them (default) or stop at the first")
     p.add_argument("--chunk-mb", type=float, default=1.0, help="MB of input per worker task")
+    p.add_argument("--force", action="store_true",
+                   help="replace outputs (and discard unfinished work) made from other inputs or settings")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only on a terminal)")
     p.set_defaults(func=_tokenize)
@@ -98,7 +100,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     result = tokenize_corpora(
         args.inputs, args.output_prefix, args.tokenizer, text_key=args.text_key, workers=args.workers,
         per_input=args.per_input, shuffle_seed=args.shuffle_seed, on_error=args.on_error,
-        chunk_bytes=max(4096, int(args.chunk_mb * (1 << 20))), progress=args.progress,
+        chunk_bytes=max(4096, int(args.chunk_mb * (1 << 20))), progress=args.progress, force=args.force,
     )
     rate = result.bytes_read / max(result.seconds, 1e-9) / 1e6
     print(f"{len(result.outputs)} dataset(s): {', '.join(result.outputs)}")

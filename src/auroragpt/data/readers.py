@@ -85,6 +85,52 @@ class ReadErrors:
         return "\n".join(lines)
 
 
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of every frame of a .zst file, and an error if the file ends inside a
+    frame (zstandard's stream_reader reports such a cut-off file as a clean, shorter end)."""
+
+    def __init__(self, path: Path) -> None:
+        import zstandard
+
+        self._raw = open(path, "rb")
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._frame = None
+        self._pending = bytearray()
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._offset == len(self._pending):
+            if not self._fill():
+                return 0
+        n = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:n] = self._pending[self._offset:self._offset + n]
+        self._offset += n
+        return n
+
+    def _fill(self) -> bool:
+        data = self._raw.read(1 << 20)
+        if not data:
+            if self._frame is not None:
+                raise EOFError("the file ends inside a zstd frame (truncated or still being written)")
+            return False
+        self._pending, self._offset = bytearray(), 0
+        while data:
+            if self._frame is None:
+                self._frame = self._new_frame()
+            self._pending += self._frame.decompress(data)
+            data = b""
+            if self._frame.eof:
+                data, self._frame = self._frame.unused_data, None
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def open_binary(path: Path) -> IO[bytes]:
     """The decompressed byte stream of a file (gzip and zstd by suffix)."""
     fmt = input_format(path)
@@ -94,11 +140,7 @@ def open_binary(path: Path) -> IO[bytes]:
 
             return gzip.open(path, "rb")
         if fmt == "jsonl.zst":
-            import zstandard
-
-            raw = open(path, "rb")
-            reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True, read_across_frames=True)
-            return io.BufferedReader(reader)
+            return io.BufferedReader(_ZstdFrames(path), buffer_size=1 << 20)
         return open(path, "rb")
     except OSError as err:
         raise DataError(f"{path}: cannot open: {err.strerror or err}") from None

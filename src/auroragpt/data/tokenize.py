@@ -6,10 +6,17 @@ back numpy arrays. Results are consumed in submission order, so the output does 
 number of workers. Each input first becomes a finished dataset of its own in `PREFIX.parts/`
 (written atomically), so a run that is killed and started again redoes only unfinished inputs;
 the parts are then merged (and shuffled, with `shuffle_seed`) or renamed into their final names.
+
+A recipe (inputs with size and modification time, tokenizer digest, text key, seed) is kept in
+`PREFIX.parts/recipe.json` and beside each output as `PREFIX.recipe.json`. Finished work is reused
+only when its recipe is the one asked for now; an output made otherwise is replaced only with
+`force`, never silently kept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -215,11 +222,13 @@ def tokenize_corpora(
     on_error: str = "skip",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
+    force: bool = False,
 ) -> TokenizeResult:
     """Tokenize `inputs` into one dataset at `output_prefix` (or one per input with `per_input`).
 
     Every document gets the tokenizer's end-of-document id appended. Outputs an earlier run
-    finished are reused, so rerunning after an interruption resumes where it stopped.
+    finished with the same recipe are reused, so rerunning after an interruption resumes where it
+    stopped; an existing output made from other inputs or settings is an error unless `force`.
     """
     started = time.monotonic()
     prefix = split_prefix(output_prefix)
@@ -230,11 +239,16 @@ def tokenize_corpora(
     parts, finals = _output_names(files, prefix, per_input)
     result = TokenizeResult(outputs=sorted(set(finals), key=finals.index), errors=errors)
 
-    if not per_input and _finished(prefix) and not Path(prefix + ".parts").exists():
+    settings = {"tokenizer_sha256": _tokenizer_digest(tokenizer), "text_key": text_key, "shuffle_seed": shuffle_seed}
+    inputs_of = [_input_id(f) for f in files]
+    recipes = [{**settings, "inputs": [inputs_of[k]] if per_input else inputs_of} for k in range(len(files))]
+    _check_parts_recipe(prefix, {**settings, "per_input": per_input, "inputs": inputs_of}, force)
+    done = [_finished(finals[k]) and not force and _check_output_recipe(finals[k], recipes[k]) for k in range(len(files))]
+    if not per_input and done and all(done):
         result.reused = [str(f) for f in files]
-        log.info("%s already exists; nothing to do", prefix)
+        log.info("%s already exists with this recipe; nothing to do", prefix)
         return result
-    todo = [k for k in range(len(files)) if not (per_input and _finished(finals[k])) and not _finished(parts[k])]
+    todo = [k for k in range(len(files)) if not (per_input and done[k]) and not _finished(parts[k])]
     result.reused = [str(files[k]) for k in range(len(files)) if k not in set(todo)]
     if result.reused:
         log.info("reusing %d finished output(s) from an earlier run", len(result.reused))
@@ -259,16 +273,20 @@ def tokenize_corpora(
             pool.close()
             pool = None
     except WorkerDiedError as err:
+        _drop_parts_without_work(prefix)
         raise DataError(
             f"a tokenization {err}",
             hint="finished inputs are kept; run the same command again to resume",
         ) from None
+    except BaseException:
+        _drop_parts_without_work(prefix)
+        raise
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
 
-    _finalize_outputs(parts, finals, per_input, shuffle_seed, prefix)
+    _finalize_outputs(parts, finals, recipes, per_input, shuffle_seed, prefix)
     result.seconds = time.monotonic() - started
     log.debug(
         "tokenized %d documents, %d tokens from %.1f MB in %.1f s; %s",
@@ -311,18 +329,85 @@ def _write_parts(results: Iterator, parts, dtype, result: TokenizeResult, bar: _
         raise
 
 
-def _finalize_outputs(parts, finals, per_input, shuffle_seed, prefix) -> None:
-    """Turn finished parts into the final outputs and remove the parts folder."""
+def _finalize_outputs(parts, finals, recipes, per_input, shuffle_seed, prefix) -> None:
+    """Turn finished parts into the final outputs (each recorded with its recipe), remove the parts."""
     parts_dir = Path(prefix + ".parts")
     if per_input:
-        for part, final in zip(parts, finals):
+        for part, final, recipe in zip(parts, finals, recipes):
             if not dataset_exists(part):
                 continue  # reused from an earlier run
+            _recipe_path(final).unlink(missing_ok=True)  # an output without a recipe is never reused
             if shuffle_seed is None:
                 _move_dataset(part, final)
             else:
                 merge_datasets([part], final, shuffle_seed=shuffle_seed, overwrite=True)
+            _write_json(_recipe_path(final), recipe)
     elif parts_dir.exists():
+        _recipe_path(prefix).unlink(missing_ok=True)
         merge_datasets(parts, prefix, shuffle_seed=shuffle_seed, overwrite=True)
+        _write_json(_recipe_path(prefix), recipes[0])
     if parts_dir.exists():
         shutil.rmtree(parts_dir)
+
+
+# -- recipes --------------------------------------------------------------------------------------
+def _recipe_path(prefix: str) -> Path:
+    return Path(prefix + ".recipe.json")
+
+
+def _input_id(file: Path) -> list:
+    st = file.stat()
+    return [str(file.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _tokenizer_digest(tokenizer) -> str:
+    """Of the tokenizer's content (vocabulary, merges, normaliser) and end-of-document id, not its path."""
+    text = tokenizer.backend.to_str() + f"\neod={tokenizer.eod_id}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _check_output_recipe(final: str, recipe: dict) -> bool:
+    """True when the finished output `final` was made by this recipe; an error when made otherwise."""
+    if _read_json(_recipe_path(final)) == recipe:
+        return True
+    raise DataError(
+        f"{final}.bin/.idx already exist, but were made from other inputs, tokenizer or settings "
+        f"(or with no record of how: {_recipe_path(final).name} is missing or differs)",
+        hint="pass --force to replace them, or choose another --output-prefix",
+    )
+
+
+def _drop_parts_without_work(prefix: str) -> None:
+    """A failed run that finished no input leaves nothing behind (not even the recipe)."""
+    parts_dir = Path(prefix + ".parts")
+    if parts_dir.is_dir() and not any(parts_dir.glob("*.idx")):
+        shutil.rmtree(parts_dir, ignore_errors=True)
+
+
+def _check_parts_recipe(prefix: str, recipe: dict, force: bool) -> None:
+    """Parts of an interrupted run are reused only by the same command; `force` starts afresh."""
+    parts_dir = Path(prefix + ".parts")
+    path = parts_dir / "recipe.json"
+    if parts_dir.exists() and _read_json(path) != recipe:
+        if not force and any(parts_dir.glob("*.idx")):
+            raise DataError(
+                f"{parts_dir} holds the unfinished work of an earlier run with other inputs, tokenizer or settings",
+                hint="run that same command again to finish it, or pass --force to discard it and start afresh",
+            )
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        _write_json(path, recipe)
