@@ -121,3 +121,14 @@ def test_structured_form_errors(datasets):
     path.write_text("this is = not [toml")
     with pytest.raises(DataError, match="not valid TOML"):
         parse_file_list(path)
+
+
+def test_truncated_bin_is_named_before_anything_starts(datasets):
+    """A .bin cut short (a copy that stopped early) fails the list check, not the first read in training."""
+    path = datasets / "web" / "b.bin"
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataError) as info:
+        parse_text(datasets, "1 web/a web\n1 web/b web\n")
+    text = str(info.value)
+    assert "list.txt:2" in text and "b.bin holds 1,380 bytes but its index ends the last sequence at byte 1,400" in text
+    assert "list.txt:1" not in text

@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from auroragpt.data.filelist import FileEntry, FileList
-from auroragpt.data.indexed import HEADER_SIZE, IndexedDataset, dataset_paths
+from auroragpt.data.indexed import HEADER_SIZE, IndexedDataset, read_index_value
 from auroragpt.data.permutation import derive_key, mix64, permute, subkey
 from auroragpt.errors import DataError
 
@@ -315,21 +313,6 @@ def held_out_documents(num_documents: int, valid_fraction: float) -> int:
     return min(num_documents - 1, math.ceil(num_documents * valid_fraction))
 
 
-def _read_int64(prefix: str, offset: int, what: str) -> int:
-    idx_path, _ = dataset_paths(prefix)
-    try:
-        fd = os.open(idx_path, os.O_RDONLY)
-        try:
-            raw = os.pread(fd, 8, offset)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        raise DataError(f"{idx_path}: cannot read index: {err.strerror}") from None
-    if len(raw) != 8:
-        raise DataError(f"{idx_path}: truncated index (no {what})")
-    return struct.unpack("<q", raw)[0]
-
-
 def _split_point(entry: FileEntry, first_valid_document: int) -> int:
     """Token position where document `first_valid_document` starts: one or two 8-byte reads."""
     n_seq, n_doc = entry.num_sequences, entry.num_documents
@@ -338,12 +321,12 @@ def _split_point(entry: FileEntry, first_valid_document: int) -> int:
     sequence = first_valid_document
     if n_seq != n_doc:  # documents split into several sequences: look up where this one starts
         offset = HEADER_SIZE + 12 * n_seq + 8 * first_valid_document
-        sequence = _read_int64(entry.prefix, offset, f"document index {first_valid_document}")
+        sequence = read_index_value(entry.prefix, offset, "<q", f"document index {first_valid_document}")
         if not 0 <= sequence <= n_seq:
             raise DataError(f"{entry.prefix}.idx: document {first_valid_document} starts at sequence {sequence}")
         if sequence == n_seq:
             return entry.num_tokens
-    pointer = _read_int64(entry.prefix, HEADER_SIZE + 4 * n_seq + 8 * sequence, f"pointer {sequence}")
+    pointer = read_index_value(entry.prefix, HEADER_SIZE + 4 * n_seq + 8 * sequence, "<q", f"pointer {sequence}")
     itemsize = entry.dtype.itemsize
     if pointer < 0 or pointer % itemsize or pointer // itemsize > entry.num_tokens:
         raise DataError(f"{entry.prefix}.idx: sequence {sequence} has an impossible pointer {pointer}")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auroragpt.data.indexed import dataset_paths, read_index_header, split_prefix
+from auroragpt.data.indexed import dataset_paths, read_index_header, split_prefix, token_extent_bytes
 from auroragpt.errors import DataError
 
 
@@ -258,6 +258,7 @@ def _validate(list_path: Path, raw: list[_RawEntry], problems: list[str]) -> lis
             continue
         try:
             header = read_index_header(prefix)
+            extent = token_extent_bytes(prefix, header)
         except DataError as err:
             problems.append(f"{item.source}: {err.message}")
             continue
@@ -265,7 +266,11 @@ def _validate(list_path: Path, raw: list[_RawEntry], problems: list[str]) -> lis
         if bin_size % header.dtype.itemsize:
             problems.append(f"{item.source}: {bin_path} size {bin_size} is not a multiple of the token size")
             continue
-        num_tokens = bin_size // header.dtype.itemsize
+        if extent > bin_size:
+            problems.append(f"{item.source}: {bin_path} holds {bin_size:,} bytes but its index ends the last "
+                            f"sequence at byte {extent:,} (a truncated .bin; re-create or re-copy it)")
+            continue
+        num_tokens = extent // header.dtype.itemsize
         if (num_tokens == 0 or header.num_sequences == 0) and item.weight is not None:
             problems.append(f"{item.source}: weight {item.weight} given for the empty dataset {item.prefix!r}")
             continue
