@@ -220,3 +220,29 @@ def test_validation_split_keeps_multi_sequence_documents_whole(tmp_path):
     train, valid = documents("train"), documents("valid")
     assert train and valid and not (train & valid)
     assert max(train) < min(valid) and max(valid) == 29
+
+
+def test_runs_longer_than_one_schedule_period(corpora, monkeypatch):
+    """Past the first period (2**20 samples in real runs; 512 here) samples keep their corpus
+    mix across period boundaries, stay inside their files and keep whole epochs per file."""
+    import auroragpt.data.blend as blend
+
+    monkeypatch.setattr(blend, "MAX_SCHEDULE_PERIOD", 512)
+    n, seq_len = 20_000, 16
+    plan = build_blend_plan(corpora, seq_len, n, seed=3, valid_fraction=0.0)
+    assert len(plan.schedule_owner) == 512
+    idx = np.arange(n)
+    files, starts = plan.locate_batch(idx)
+    assert (starts >= plan.token_begin[files]).all() and (starts + seq_len + 1 <= plan.token_end[files]).all()
+    owner = plan.corpus_of_batch(idx)
+    assert max_window_error(owner, plan.schedule_counts / 512, n) <= 2.0
+    assert np.bincount(owner, minlength=len(plan.corpus_names)).tolist() == plan.corpus_samples.tolist()
+    for f in np.unique(files):
+        window = (starts[files == f] - plan.token_begin[f]) // seq_len
+        counts = np.bincount(window, minlength=int(plan.windows[f]))
+        uses = len(window)
+        assert counts.min() >= uses // plan.windows[f] and counts.max() <= -(-uses // plan.windows[f])
+    # the same samples looked up in another order and in pieces give the same answer
+    perm = np.random.default_rng(0).permutation(n)
+    f2, s2 = plan.locate_batch(perm)
+    assert np.array_equal(f2, files[perm]) and np.array_equal(s2, starts[perm])
