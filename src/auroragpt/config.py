@@ -120,7 +120,8 @@ class CheckpointSection:
     keep_last: int = 3
     async_save: bool = False
     resume: bool = True
-    load_from: str = ""
+    load_from: str = ""  # a checkpoint to continue from (model, optimizer, step) when the run has none of its own
+    init_from: str = ""  # weights only (model folder, e.g. from `auroragpt import hf`, or checkpoint): fine-tuning
 
 
 @dataclass

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 CONFIG = """
 [model]
 preset = "tiny"
@@ -66,3 +68,71 @@ def test_synthetic_run_ignores_an_absent_file_list_and_checkpoints(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "topology: 1 rank(s)" in proc.stderr + proc.stdout
     assert (tmp_path / "run" / "checkpoints" / "step_00000004").is_dir()
+
+
+def _train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    config = tmp_path / "run.toml"
+    config.write_text(CONFIG)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "auroragpt.cli", "train", "--config", str(config), "--optim.lr=1e-3",
+                           "--train.max_skipped_in_a_row=100", *overrides],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_run_started_from_load_from_continues_from_its_own_checkpoints(tmp_path):
+    first = _train(tmp_path, f"--run.dir={tmp_path / 'a'}", "--train.steps=4", "--checkpoint.every=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "b"
+    args = (f"--run.dir={run}", f"--checkpoint.load_from={tmp_path / 'a' / 'checkpoints' / 'step_00000002'}",
+            "--checkpoint.every=2")
+    assert _train(tmp_path, *args, "--train.steps=6").returncode == 0
+    again = _train(tmp_path, *args, "--train.steps=8")  # e.g. restarted by --retries with a longer run
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing from this run's own step_00000006" in again.stderr
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 4, 5, 6, 7, 8]
+
+
+def test_init_from_a_model_folder_takes_its_weights_only(tmp_path):
+    """Fine-tuning a model made elsewhere (`auroragpt import hf` writes such a folder): weights
+    copied in, optimizer and step fresh; a folder holding another model shape is refused by field."""
+    import torch
+
+    from auroragpt.model.gpt import GPT
+    from auroragpt.model.io import save_model
+    from auroragpt.model.presets import get_preset
+    from auroragpt.train.checkpoint import load_inference_model
+
+    donor = GPT(get_preset("tiny", n_layers=1, vocab_size=128, max_seq_len=32))
+    donor.init_weights(torch.Generator().manual_seed(99))
+    save_model(donor, tmp_path / "donor")
+    result = _train(tmp_path, f"--run.dir={tmp_path / 'ft'}", f"--checkpoint.init_from={tmp_path / 'donor'}",
+                    "--train.steps=1", "--optim.lr=1e-12", "--optim.min_lr=0", "--optim.weight_decay=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tuned, meta = load_inference_model(tmp_path / "ft")
+    assert meta["step"] == 1
+    for name, tensor in donor.state_dict().items():
+        assert torch.allclose(tuned.state_dict()[name], tensor, atol=1e-9), name  # one step of lr 1e-12
+    other = GPT(get_preset("tiny", n_layers=2, vocab_size=128, max_seq_len=32))
+    save_model(other, tmp_path / "other")
+    refused = _train(tmp_path, f"--run.dir={tmp_path / 'ft2'}", f"--checkpoint.init_from={tmp_path / 'other'}")
+    assert refused.returncode == 2 and "n_layers 2 there vs 1 here" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_a_checkpoint_that_does_not_fit_or_lost_a_shard_is_one_clear_error(tmp_path):
+    from auroragpt.errors import AuroraError
+    from auroragpt.train.checkpoint import load_inference_model
+
+    run = tmp_path / "run"
+    assert _train(tmp_path, f"--run.dir={run}", "--train.steps=2").returncode == 0
+    bigger = _train(tmp_path, f"--run.dir={run}", "--train.steps=4", "--model.vocab_size=256")
+    assert bigger.returncode == 2 and "Traceback" not in bigger.stderr, bigger.stderr[-3000:]
+    assert "could not be loaded into this model: " in bigger.stderr and "Size mismatch" in bigger.stderr
+    for shard in (run / "checkpoints" / "step_00000002").glob("*.distcp"):
+        shard.unlink()
+    with pytest.raises(AuroraError, match="could not be read: FileNotFoundError"):
+        load_inference_model(run)
+    served = subprocess.run([sys.executable, "-m", "auroragpt.cli", "serve", str(run), "--port", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert served.returncode == 2 and "Traceback" not in served.stderr and "could not be read" in served.stderr

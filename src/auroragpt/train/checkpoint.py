@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -191,9 +192,10 @@ class Checkpointer:
         try:
             with _quiet_single_process():
                 dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
-        except Exception as err:  # DCP raises a bare CheckpointException listing missing keys
-            raise CheckpointError(f"checkpoint {path} does not fit this model: {err}",
-                                  hint="resume with the same model config the checkpoint was saved with") from None
+        except (Exception, CheckpointException) as err:  # CheckpointException is a BaseException
+            raise CheckpointError(f"checkpoint {path} could not be loaded into this model: {_dcp_reason(err)}",
+                                  hint="resume with the model config the checkpoint was saved with (its "
+                                  "meta.json records it); a missing shard means the checkpoint is incomplete") from None
         for part, optimizer in zip(model_parts, optimizers):
             set_model_state_dict(part, state["model"], options=_OPTIONS)
             set_optimizer_state_dict(part, optimizer, state["optim"], options=_OPTIONS)
@@ -245,8 +247,22 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         if latest is None:
             raise CheckpointError(f"run directory {path} has no complete checkpoint yet")
         return latest
-    raise CheckpointError(f"{path} is neither a checkpoint, a run directory nor a model folder",
-                          hint="expected RUN_DIR, RUN_DIR/checkpoints/step_XXXXXXXX or a folder with config.json + model.safetensors")
+    from auroragpt.model.io import is_model_folder
+
+    if is_model_folder(path):
+        raise CheckpointError(f"{path} is a model folder (weights only), not a training checkpoint",
+                              hint="start a run from its weights with --checkpoint.init_from instead")
+    raise CheckpointError(f"{path} is neither a checkpoint nor a run directory",
+                          hint="expected RUN_DIR or RUN_DIR/checkpoints/step_XXXXXXXX")
+
+
+def _dcp_reason(err: BaseException) -> str:
+    """The first underlying failure of a DCP error, in one line (its own str holds tracebacks)."""
+    failures = getattr(err, "failures", None)
+    if failures:
+        err = next(iter(failures.values()))[0]
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def load_inference_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -276,8 +292,10 @@ def load_inference_model(path: str | os.PathLike[str], device: str | torch.devic
     try:
         with _quiet_single_process():
             dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
-    except Exception as err:
-        raise CheckpointError(f"checkpoint {ckpt} could not be read: {err}") from None
+    except (Exception, CheckpointException) as err:
+        raise CheckpointError(f"checkpoint {ckpt} could not be read: {_dcp_reason(err)}",
+                              hint="a missing or cut-short shard means the checkpoint is incomplete; "
+                              "use an earlier one") from None
     model.load_state_dict(state["model"])
     model.eval()
     meta = {**meta, "checkpoint": str(ckpt)}

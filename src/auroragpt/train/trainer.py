@@ -48,12 +48,15 @@ def train(cfg: Config) -> TrainResult:
     steps = total_steps(cfg)
 
     layout, mesh = build_layout(cfg, model_cfg, info)
-    on_meta = use_meta_init(cfg.parallel.meta_init, model_cfg, layout)
+    on_meta = use_meta_init(cfg.parallel.meta_init, model_cfg, layout) and not cfg.checkpoint.init_from
     if info.rank == 0:
         log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)%s", info.topology(), layout.pp,
                  layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode,
                  ", weights initialised per shard from the meta device" if on_meta else "")
     model = build_model(model_cfg, info.device, cfg.train.seed, on_meta=on_meta)
+    resume_path = find_resume_checkpoint(cfg, run_dir)
+    if resume_path is None and cfg.checkpoint.init_from:
+        load_initial_weights(model, cfg.checkpoint.init_from, model_cfg)
     runner = parallelize(model, layout, mesh, mixed_precision=cfg.parallel.mixed_precision == "bf16",
                          activation_checkpoint=cfg.parallel.activation_checkpointing, compile=cfg.parallel.compile,
                          device=info.device)
@@ -66,7 +69,6 @@ def train(cfg: Config) -> TrainResult:
     prepare_run_dir(cfg, run_dir, info.rank)
     seed_everything(cfg.train.seed, info.rank)
     step, tokens_seen = 0, 0
-    resume_path = find_resume_checkpoint(cfg, run_dir)
     if resume_path is not None:
         meta = checkpointer.load(resume_path, runner.model_parts, optimizers)
         step, tokens_seen = meta["step"], meta["tokens_seen"]
@@ -203,12 +205,38 @@ def prepare_run_dir(cfg: Config, run_dir: Path, rank: int) -> None:
 
 
 def find_resume_checkpoint(cfg: Config, run_dir: Path) -> Path | None:
-    """checkpoint.load_from when given, else the run's latest checkpoint when checkpoint.resume."""
+    """The run's own latest checkpoint (when checkpoint.resume), else checkpoint.load_from.
+
+    A run started from load_from and restarted (by --retries or by hand) continues from its own
+    progress rather than starting over from load_from.
+    """
+    own = latest_checkpoint(run_dir) if cfg.checkpoint.resume else None
+    if own is not None:
+        if cfg.checkpoint.load_from:
+            log.info("continuing from this run's own %s (checkpoint.load_from applies only to a fresh run)", own.name)
+        return own
     if cfg.checkpoint.load_from:
         return resolve_checkpoint(cfg.checkpoint.load_from)
-    if cfg.checkpoint.resume:
-        return latest_checkpoint(run_dir)
     return None
+
+
+def load_initial_weights(model: torch.nn.Module, source: str, model_cfg) -> None:
+    """Copy the weights of a model folder or checkpoint into the freshly built `model` (fine-tuning)."""
+    from auroragpt.model.io import is_model_folder, load_model
+    from auroragpt.train.checkpoint import load_inference_model
+
+    donor, _ = load_model(source) if is_model_folder(source) else load_inference_model(source)
+    theirs, ours = donor.cfg.to_dict(), model_cfg.to_dict()
+    differ = {k: (theirs.get(k), ours.get(k)) for k in ours if theirs.get(k) != ours.get(k) and k != "max_seq_len"}
+    if differ:
+        raise ConfigError(
+            f"checkpoint.init_from={source} holds a different model: "
+            + ", ".join(f"{k} {a} there vs {b} here" for k, (a, b) in sorted(differ.items())),
+            hint="set [model] to match it (its config.json or meta.json lists every field)",
+        )
+    with torch.no_grad():
+        model.load_state_dict(donor.state_dict())
+    log.info("initialised the weights from %s", source)
 
 
 def warn_if_data_order_changes(saved: dict[str, Any], cfg: Config, steps: int) -> None:
