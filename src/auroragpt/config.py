@@ -287,6 +287,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError("optim.warmup_steps and optim.decay_steps must not be negative")
     if not 0.0 <= d.valid_fraction < 1.0:
         raise ConfigError(f"data.valid_fraction must be in [0, 1), got {d.valid_fraction}")
+    if not t.grad_clip >= 0:
+        raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {t.grad_clip}")
+    if not t.spike_factor > 1:
+        raise ConfigError(f"train.spike_factor must be > 1 (a step is skipped when its loss exceeds this many "
+                          f"times the running average), got {t.spike_factor}",
+                          hint="use e.g. 3; a very large value turns the spike check off (NaN losses are still skipped)")
+    if t.spike_warmup_steps < 0 or t.max_skipped_in_a_row < 1:
+        raise ConfigError("train.spike_warmup_steps must be >= 0 and train.max_skipped_in_a_row >= 1, got "
+                          f"{t.spike_warmup_steps} and {t.max_skipped_in_a_row}")
 
 
 def override_keys() -> list[tuple[str, str]]:

@@ -144,3 +144,20 @@ def test_export_from_a_training_run_directory(tmp_path, tokenizer_path):
     tokens = torch.randint(0, model.cfg.vocab_size, (1, 16))
     with torch.no_grad():
         assert torch.allclose(hf(tokens).logits, model(tokens), atol=1e-4, rtol=0)
+
+
+def test_export_refuses_a_tokenizer_bigger_than_the_model(tmp_path):
+    import torch
+
+    from auroragpt.data.tokenizer import train_bpe
+    from auroragpt.errors import ConfigError
+    from auroragpt.export.hf import export_hf
+    from auroragpt.model.gpt import GPT
+    from auroragpt.model.presets import get_preset
+
+    tok = train_bpe([f"word{i} " * 20 for i in range(200)], 400, tmp_path / "tok.json")
+    model = GPT(get_preset("tiny", n_layers=1, vocab_size=64, max_seq_len=16))
+    model.init_weights(torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match=f"has {tok.vocab_size} tokens but the model only 64 embeddings"):
+        export_hf(model, tmp_path / "out", tokenizer_path=tok.path)
+    assert not (tmp_path / "out").exists()

@@ -215,3 +215,16 @@ def test_temporary_state_folder_is_removed_at_shutdown(tmp_path):
     with TestClient(app):
         pass
     assert kept.is_dir()  # a folder the user named is theirs
+
+
+def test_bad_or_busy_port_is_refused_before_the_model_loads(tmp_path, capsys):
+    import socket
+
+    assert main(["serve", str(tmp_path / "no-model-needed"), "--port", "99999"]) == 2
+    assert "--port 99999 is not a TCP port" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tmp_path / "no-model-needed"), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

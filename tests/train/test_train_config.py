@@ -117,3 +117,10 @@ def test_meta_init_is_chosen_for_big_split_models_only():
 def test_meta_init_choice_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="meta_init"):
         load_config(write(tmp_path, BASE), ["--parallel.meta_init=sometimes"])
+
+
+@pytest.mark.parametrize("override", ["--train.grad_clip=-1", "--train.spike_factor=0", "--train.spike_factor=-1",
+                                      "--train.spike_warmup_steps=-2", "--train.max_skipped_in_a_row=0"])
+def test_guard_and_clip_values_that_would_silently_misbehave_are_refused(tmp_path, override):
+    with pytest.raises(ConfigError, match=override.split("=")[0][2:]):
+        load_config(write(tmp_path, BASE), [override])

@@ -140,11 +140,15 @@ def _save_weights(tensors: dict[str, torch.Tensor], folder: Path, max_shard_byte
     return names
 
 
-def _tokenizer_files(tokenizer_path: Path, folder: Path, max_seq_len: int) -> tuple[int | None, int]:
+def _tokenizer_files(tokenizer_path: Path, folder: Path, max_seq_len: int, vocab_size: int) -> tuple[int | None, int]:
     """tokenizer.json plus the config files PreTrainedTokenizerFast reads; returns (bos, eos) ids."""
     from auroragpt.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer_path)
+    if tok.vocab_size > vocab_size:
+        raise ConfigError(f"the tokenizer {tokenizer_path} has {tok.vocab_size} tokens but the model only "
+                          f"{vocab_size} embeddings: they were not trained together",
+                          hint="pass the tokenizer the model was trained with (--tokenizer)")
     tok.backend.save(str(folder / "tokenizer.json"))
     special = {"eos_token": tok.backend.id_to_token(tok.eod_id)}
     if tok.bos_id is not None:
@@ -257,7 +261,7 @@ def export_hf(model: torch.nn.Module, out_dir: str | os.PathLike, meta: dict | N
         _save_weights(tensors, tmp, max_shard_bytes)
         bos_id = eos_id = None
         if tokenizer_path is not None:
-            bos_id, eos_id = _tokenizer_files(Path(tokenizer_path), tmp, cfg.max_seq_len)
+            bos_id, eos_id = _tokenizer_files(Path(tokenizer_path), tmp, cfg.max_seq_len, cfg.vocab_size)
         config = hf_config(cfg, target, bos_id, eos_id)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         generation = {"bos_token_id": bos_id, "eos_token_id": eos_id}

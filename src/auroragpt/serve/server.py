@@ -91,6 +91,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_address(host: str, port: int) -> None:
+    """A port out of range, in use, or a host that is not this machine's: one clear error."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port} is not a TCP port (0-65535)", hint="use e.g. --port 8000")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror or err}",
+                          hint="choose another --port (is another server running?) or a --host of this machine") from None
+
+
 def run_server(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -100,6 +116,7 @@ def run_server(args: argparse.Namespace) -> int:
     from auroragpt.serve.engine import Engine
     from auroragpt.serve.ratelimit import RateLimiter
 
+    _check_address(args.host, args.port)  # before minutes of model loading, not after
     keys = KeyChecker.from_sources(args.api_keys_file)
     if not keys.enabled:
         if not _is_loopback(args.host) and not args.allow_no_auth:

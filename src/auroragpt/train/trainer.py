@@ -314,7 +314,8 @@ def checkpoint_meta(cfg: Config, model_cfg, step: int, tokens_seen: int, guard: 
         "samples_seen": step * cfg.data.global_batch,
         "guard": guard.state_dict(),
         "model_config": model_cfg.to_dict(),
-        "tokenizer": str(Path(cfg.data.tokenizer).resolve()) if cfg.data.tokenizer else None,
+        # a synthetic run never used its data.tokenizer: recording it would pair the model with a stranger
+        "tokenizer": str(Path(cfg.data.tokenizer).resolve()) if cfg.data.tokenizer and not cfg.data.synthetic else None,
         "data": {"file_list": cfg.data.file_list, "seq_len": cfg.data.seq_len, "synthetic": cfg.data.synthetic,
                  "mix": data_mix},
         "config": cfg.to_dict(),
