@@ -13,7 +13,7 @@ import importlib.util
 import sys
 
 from auroragpt import __version__
-from auroragpt.errors import AuroraError
+from auroragpt.errors import AuroraError, ConfigError
 
 # Order shown in --help. A name whose module is not written yet is left out of the CLI.
 COMMANDS = ("launch", "doctor", "data", "train", "eval", "export", "import_", "serve")
@@ -34,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_other_rank() -> bool:
+    """True on ranks other than 0 of a launched job (read from the launcher's variables only)."""
+    from auroragpt.dist.env import read_rank_info
+
+    try:
+        return read_rank_info(use_mpi4py=False).rank > 0
+    except AuroraError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -43,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AuroraError as err:
-        print(f"auroragpt {args.command}: error: {err}", file=sys.stderr)
+        if not (isinstance(err, ConfigError) and _is_other_rank()):  # the same config error on 768 ranks: say it once
+            print(f"auroragpt {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"auroragpt {args.command}: interrupted", file=sys.stderr)

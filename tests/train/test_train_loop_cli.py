@@ -136,3 +136,16 @@ def test_a_checkpoint_that_does_not_fit_or_lost_a_shard_is_one_clear_error(tmp_p
     served = subprocess.run([sys.executable, "-m", "auroragpt.cli", "serve", str(run), "--port", "0"],
                             capture_output=True, text=True, timeout=120)
     assert served.returncode == 2 and "Traceback" not in served.stderr and "could not be read" in served.stderr
+
+
+def test_an_impossible_layout_is_refused_once_before_any_process_group(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(CONFIG)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AURORAGPT_DIST_TIMEOUT": "600"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "auroragpt.cli", "train", "--config", str(config), f"--run.dir={tmp_path / 'r'}",
+                           "--parallel.tp=3"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.count("auroragpt train: error:") == 1, proc.stderr[-3000:]
+    assert "tp=3" in proc.stderr or "tp = 3" in proc.stderr or "tp (3)" in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "r").exists()

@@ -41,13 +41,16 @@ def train(cfg: Config) -> TrainResult:
     from auroragpt.parallel.layout import data_parallel_coordinates
     from auroragpt.parallel.parallelize import parallelize
 
-    info = setup(seed=cfg.train.seed)
-    configure(info.rank)
+    from auroragpt.dist.env import read_rank_info
+    from auroragpt.parallel.layout import build_mesh
+
     run_dir = Path(cfg.run.dir)
     model_cfg = resolve_model_config(cfg)
     steps = total_steps(cfg)
-
-    layout, mesh = build_layout(cfg, model_cfg, info)
+    layout = check_layout(cfg, model_cfg, read_rank_info().world_size)  # before any process-group work
+    info = setup(seed=cfg.train.seed)
+    configure(info.rank)
+    mesh = build_mesh(layout, info.device.type)
     on_meta = use_meta_init(cfg.parallel.meta_init, model_cfg, layout) and not cfg.checkpoint.init_from
     if info.rank == 0:
         log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)%s", info.topology(), layout.pp,
@@ -153,15 +156,13 @@ def resolve_model_config(cfg: Config):
     return get_preset(cfg.model.preset, **overrides)
 
 
-def build_layout(cfg: Config, model_cfg, info):
-    """Validate the parallel layout against world, model and batch (before any group work) and
-    build the device mesh."""
-    from auroragpt.parallel.layout import ParallelLayout, build_mesh, validate
+def check_layout(cfg: Config, model_cfg, world_size: int):
+    """The parallel layout validated against world, model and batch sizes (no process group needed)."""
+    from auroragpt.parallel.layout import ParallelLayout, validate
 
     fields = {f.name for f in dataclasses.fields(ParallelLayout)}
     raw = {k: v for k, v in dataclasses.asdict(cfg.parallel).items() if k in fields}
-    layout = validate(ParallelLayout.from_dict(raw), info.world_size, model_cfg, cfg.data.global_batch, cfg.data.micro_batch)
-    return layout, build_mesh(layout, info.device.type)
+    return validate(ParallelLayout.from_dict(raw), world_size, model_cfg, cfg.data.global_batch, cfg.data.micro_batch)
 
 
 META_INIT_MIN_PARAMS = 1_000_000_000
