@@ -161,3 +161,22 @@ def test_export_refuses_a_tokenizer_bigger_than_the_model(tmp_path):
     with pytest.raises(ConfigError, match=f"has {tok.vocab_size} tokens but the model only 64 embeddings"):
         export_hf(model, tmp_path / "out", tokenizer_path=tok.path)
     assert not (tmp_path / "out").exists()
+
+
+def test_every_command_reads_a_hugging_face_folder_too(tmp_path):
+    """eval, export and serve share one loader: a HF Llama folder is as good as a checkpoint."""
+    import torch
+
+    from auroragpt.export.hf import export_hf
+    from auroragpt.model.gpt import GPT
+    from auroragpt.model.presets import get_preset
+    from auroragpt.train.checkpoint import load_inference_model
+
+    model = GPT(get_preset("tiny", n_layers=1, vocab_size=64, max_seq_len=16))
+    model.init_weights(torch.Generator().manual_seed(0))
+    export_hf(model.eval(), tmp_path / "hf")
+    loaded, meta = load_inference_model(tmp_path / "hf")
+    tokens = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(loaded(tokens), model(tokens), atol=1e-5)
+    assert meta["hf_folder"] == str(tmp_path / "hf")

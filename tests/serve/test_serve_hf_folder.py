@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 
 from auroragpt.serve.app import ServerSettings, create_app
 from auroragpt.serve.engine import Engine
-from auroragpt.serve.server import is_hf_folder, load_for_serving
+from auroragpt.export.hf import is_hf_folder
+from auroragpt.serve.server import load_for_serving
 
 TEMPLATE = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant]"
 

@@ -342,6 +342,19 @@ def _load_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def is_hf_folder(path: str | os.PathLike) -> bool:
+    """A Hugging Face model folder (config.json with model_type/architectures), not one of ours."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except ValueError:
+        return False
+    return isinstance(data, dict) and ("model_type" in data or "architectures" in data) and "format" not in data
+
+
+
 def load_hf(hf_dir: str | os.PathLike, dtype: str | None = "float32"):
     """A `GPT` (eval mode) with the weights of a HF Llama folder, and our ModelConfig."""
     from auroragpt.model.gpt import GPT

@@ -13,18 +13,6 @@ from auroragpt.log import get_logger
 
 log = get_logger(__name__)
 
-def is_hf_folder(path: Path) -> bool:
-    """A Hugging Face model folder (config.json with model_type/architectures), not one of ours."""
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text())
-    except ValueError:
-        return False
-    return isinstance(data, dict) and ("model_type" in data or "architectures" in data) and "format" not in data
-
-
 def _tokenizer_path(path: Path, meta: dict, override: str | None) -> Path:
     if override:
         return Path(override)
@@ -63,15 +51,9 @@ def load_for_serving(path: str, device: str, dtype: str | None, tokenizer: str |
     folder = Path(path)
     if not folder.exists():
         raise ConfigError(f"{folder} does not exist")
-    if is_hf_folder(folder):
-        from auroragpt.export.hf import load_hf
+    from auroragpt.train.checkpoint import load_inference_model
 
-        model, _cfg = load_hf(folder, None)  # stored precision; cast below like every other source
-        meta: dict = {}
-    else:
-        from auroragpt.train.checkpoint import load_inference_model
-
-        model, meta = load_inference_model(folder, device="cpu")
+    model, meta = load_inference_model(folder, device="cpu")  # HF folders keep their stored precision
     model = model.to(device=device, dtype=getattr(torch, dtype) if dtype else None)
     model.reset_rotary(device)  # float32 tables, whatever the weights' precision
     tok_path = _tokenizer_path(folder, meta, tokenizer)

@@ -267,7 +267,8 @@ def _dcp_reason(err: BaseException) -> str:
 
 def load_inference_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The consolidated single-device model (eval mode) and its metadata, from a DCP checkpoint,
-    a run directory (latest checkpoint) or a model folder written by `auroragpt.model.io`.
+    a run directory (latest checkpoint), a model folder written by `auroragpt.model.io`, or a
+    Hugging Face Llama folder (kept in its stored precision).
 
     Needs no process group: DCP reads all shards of every tensor in one process.
     """
@@ -277,6 +278,12 @@ def load_inference_model(path: str | os.PathLike[str], device: str | torch.devic
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
+    from auroragpt.export.hf import is_hf_folder, load_hf
+
+    if is_hf_folder(path):
+        model, _ = load_hf(path, None)
+        tokenizer = path / "tokenizer.json"
+        return model.to(device).eval(), {"tokenizer": str(tokenizer) if tokenizer.is_file() else None, "hf_folder": str(path)}
     if (path / "config.json").is_file() and not (path / META).is_file():
         from auroragpt.model.io import load_model
 
