@@ -133,3 +133,22 @@ def test_adapter_handles_inputs_longer_than_the_context(tokenizer_path):
     assert math.isfinite(total) and total < 0
     (text,) = lm.generate_until([request("generate_until", (long_text, {"until": ["."], "max_gen_toks": 5}))])
     assert "." not in text
+
+
+def test_broken_task_yaml_and_missing_task_data_are_named(tmp_path, tokenizer_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = save_model(make_model(), tmp_path / "model", tokenizer_path=tokenizer_path)
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "broken.yaml").write_text("task: broken\noutput_type: [multiple_choice\n")
+    assert main(["eval", str(folder), "--tasks", "broken", "--include-path", str(tasks)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown lm-eval task(s) ['broken']" in err and "broken.yaml:" in err and "Traceback" not in err
+    (tasks / "broken.yaml").unlink()
+    (tasks / "nodata.yaml").write_text(
+        f"task: nodata\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {tmp_path / 'absent.jsonl'}\n"
+        "test_split: test\n" + TASKS["tiny_mc"])
+    assert main(["eval", str(folder), "--tasks", "nodata", "--include-path", str(tasks)]) == 2
+    err = capsys.readouterr().err
+    assert "could not load the data of task(s) ['nodata']" in err and "Traceback" not in err

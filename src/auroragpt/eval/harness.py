@@ -168,8 +168,16 @@ def run_harness(model: torch.nn.Module, tokenizer, tasks: list[str], include_pat
                           include_defaults=include_default_tasks or include_path is None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise ConfigError(f"unknown lm-eval task(s) {unknown}",
+        broken = _yaml_problems(include_path) if include_path else []
+        raise ConfigError(f"unknown lm-eval task(s) {unknown}"
+                          + (f"; these task files could not be read: {'; '.join(broken)}" if broken else ""),
                           hint="check the task names in the YAML files under --include-path")
+    try:  # load the tasks' data now, so a missing file is one clear error rather than a harness traceback
+        manager.load(tasks)
+    except Exception as err:  # noqa: BLE001 - datasets and the harness raise many kinds for bad task data
+        raise ConfigError(f"lm-eval could not load the data of task(s) {tasks}: {type(err).__name__}: {err}",
+                          hint="check dataset_path / data_files in the task YAML (paths are read locally; "
+                          "nothing is downloaded)") from None
     lm = AuroraLM(model, tokenizer, batch_size=batch_size)
     results = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=num_fewshot, limit=limit,
                               log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
@@ -178,6 +186,25 @@ def run_harness(model: torch.nn.Module, tokenizer, tasks: list[str], include_pat
         return {}
     return json.loads(json.dumps({k: results[k] for k in ("results", "versions", "n-shot", "configs") if k in results},
                                  default=str))
+
+
+def _yaml_problems(folder: str | os.PathLike) -> list[str]:
+    """`file:line: problem` for task YAML files that do not parse (lm-eval skips them silently)."""
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # lm-eval's !function tags
+    problems = []
+    for path in sorted(Path(folder).rglob("*.yaml")):
+        try:
+            yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problems.append(f"{where}: {getattr(err, 'problem', None) or err}")
+    return problems
 
 
 def harness_table(results: dict) -> str:
