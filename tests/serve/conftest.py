@@ -141,7 +141,7 @@ def servers(model_dir, tmp_path_factory):
     from auroragpt.serve.auth import hash_key
 
     keyfile.write_text(f"# test keys\n{hash_key(KEY)}\n")
-    main = Server(model_dir, tmp, ["--api-keys-file", str(keyfile)], env_keys="", key=KEY)
+    main = Server(model_dir, tmp, ["--api-keys-file", str(keyfile), "--max-file-bytes", str(1 << 20)], env_keys="", key=KEY)
     limited = Server(model_dir, tmp, ["--rate-limit-rps", "0.5", "--rate-limit-tpm", "250"], env_keys=LIMITED_KEY,
                      key=LIMITED_KEY)
     try:

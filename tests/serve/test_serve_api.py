@@ -102,6 +102,27 @@ def test_malformed_bodies_get_openai_errors(server):
     assert wrong_type.status_code == 422 and wrong_type.json()["error"]["param"] == "temperature"
     too_big = httpx.post(url, content=b"{" + b" " * (2 << 20) + b"}", headers=headers, timeout=10)
     assert too_big.status_code == 413
+
+    def chunked():  # no Content-Length: the cap must hold while the body streams in
+        yield b"{"
+        for _ in range(40):
+            yield b" " * (64 << 10)
+        yield b"}"
+
+    streamed = httpx.post(url, content=chunked(), headers=headers, timeout=10)
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "request_too_large"
+    boundary = "b0undary"
+
+    def chunked_upload():  # a 2.5 MiB batch file against --max-file-bytes 1 MiB, without Content-Length
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\n"
+               'Content-Disposition: form-data; name="file"; filename="b.jsonl"\r\n\r\n').encode()
+        for _ in range(40):
+            yield b"x" * (64 << 10)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    upload = httpx.post(server.base + "/v1/files", content=chunked_upload(), timeout=10,
+                        headers={**server.auth, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert upload.status_code == 413, upload.text
     client = server.client(max_retries=0)
     with pytest.raises(openai.BadRequestError, match="cap of 200"):
         client.completions.create(model="tiny-test", prompt="hi", max_tokens=201)

@@ -160,10 +160,19 @@ def create_app(engine: Engine, tokenizer, settings: ServerSettings, keys: KeyChe
             raise APIError(429, f"rate limit exceeded for this API key; retry after {retry} s",
                            type="rate_limit_exceeded", code="rate_limit_exceeded", headers={"Retry-After": str(retry)})
 
+    async def read_capped(request: Request, limit: int) -> bytes:
+        """The body, read as it arrives and refused once past `limit` (a chunked upload has no
+        Content-Length for the middleware to check, and must not fill memory first)."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"the request body exceeds {limit} bytes", code="request_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def read_json(request: Request):
-        raw = await request.body()
-        if len(raw) > settings.max_body_bytes:  # a chunked upload carries no Content-Length to refuse early
-            raise APIError(413, f"the request body exceeds {settings.max_body_bytes} bytes", code="request_too_large")
+        raw = await read_capped(request, settings.max_body_bytes)
         try:
             return json.loads(raw)
         except ValueError as err:
@@ -266,7 +275,7 @@ def create_app(engine: Engine, tokenizer, settings: ServerSettings, keys: KeyChe
     @app.post("/v1/files")
     async def upload_file(request: Request):
         key_id = authenticate(request)
-        fields = parse_multipart(request.headers.get("content-type", ""), await request.body())
+        fields = parse_multipart(request.headers.get("content-type", ""), await read_capped(request, settings.max_file_bytes))
         if "file" not in fields:
             raise APIError(400, "the form has no 'file' field", param="file")
         purpose = fields.get("purpose", (None, b""))[1].decode("utf-8", errors="replace")
