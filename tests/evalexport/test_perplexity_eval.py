@@ -117,3 +117,13 @@ def test_two_ranks_give_the_single_rank_result(corpus, tmp_path):
         assert two["corpora"][name]["samples"] == entry["samples"]
         if entry["loss"] is not None:
             assert two["corpora"][name]["loss"] == pytest.approx(entry["loss"], rel=1e-5)
+
+
+def test_eval_defaults_to_the_split_the_checkpoint_was_trained_with():
+    """A run trained with valid_fraction 0.002 must not be scored on 1% of documents (some trained on)."""
+    from auroragpt.commands.eval import _training_data
+
+    data = {"seed": 7, "valid_fraction": 0.002, "seq_len": 64}
+    assert _training_data({"config": {"data": data}}) == data  # a DCP checkpoint's meta.json
+    assert _training_data({"meta": {"config": {"data": data}}}) == data  # a model folder's config.json
+    assert _training_data({"hf_folder": "x"}) == {}

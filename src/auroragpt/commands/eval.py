@@ -22,8 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ppl.add_argument("--data-file-list", help="data-file-list whose validation split is scored")
     ppl.add_argument("--seq-len", type=int, default=None, help="tokens per sample (default: the model's max_seq_len)")
     ppl.add_argument("--num-samples", type=int, default=256, help="validation samples to score (default 256)")
-    ppl.add_argument("--valid-fraction", type=float, default=None, help="fraction of documents held out (default: the blend's)")
-    ppl.add_argument("--seed", type=int, default=1234, help="blend seed; use training's to score its held-out split")
+    ppl.add_argument("--valid-fraction", type=float, default=None,
+                     help="fraction of documents held out (default: the one the checkpoint was trained with)")
+    ppl.add_argument("--seed", type=int, default=None, help="blend seed (default: the checkpoint's data.seed, else 1234)")
     ppl.add_argument("--micro-batch", type=int, default=8, help="samples per forward pass")
     harness = parser.add_argument_group("lm-evaluation-harness")
     harness.add_argument("--tasks", help="comma-separated task names")
@@ -47,6 +48,15 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--seq-len must be positive, got {args.seq_len}")
 
 
+def _training_data(meta: dict) -> dict:
+    """The [data] section the checkpoint was trained with ({} when it does not record one)."""
+    for source in (meta, meta.get("meta") or {}):
+        data = (source.get("config") or {}).get("data") if isinstance(source, dict) else None
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     from rich.console import Console
@@ -67,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
             from auroragpt.eval.perplexity import evaluate_perplexity, perplexity_table
 
             seq_len = args.seq_len or model.cfg.max_seq_len
+            trained = _training_data(meta)  # score exactly the documents training held out
+            seed = args.seed if args.seed is not None else trained.get("seed", 1234)
+            valid_fraction = args.valid_fraction if args.valid_fraction is not None else trained.get("valid_fraction")
             if seq_len > model.cfg.max_seq_len:
                 raise ConfigError(f"--seq-len {seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
             results["perplexity"] = evaluate_perplexity(
-                model, args.data_file_list, seq_len, args.num_samples, seed=args.seed,
-                valid_fraction=args.valid_fraction, rank=info.rank, world_size=info.world_size,
+                model, args.data_file_list, seq_len, args.num_samples, seed=seed,
+                valid_fraction=valid_fraction, rank=info.rank, world_size=info.world_size,
                 micro_batch=args.micro_batch)
             if info.rank == 0:
                 console.print(perplexity_table(results["perplexity"]))
@@ -86,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
             harness = run_harness(model, load_tokenizer(tokenizer_path), tasks, args.include_path,
                                   num_fewshot=args.num_fewshot, limit=args.limit, batch_size=args.batch_size,
-                                  include_default_tasks=args.include_default_tasks, seed=args.seed)
+                                  include_default_tasks=args.include_default_tasks,
+                                  seed=args.seed if args.seed is not None else 1234)
             results["harness"] = harness
             print(harness_table(harness))
         if args.output and info.rank == 0:
