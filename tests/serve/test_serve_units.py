@@ -228,3 +228,19 @@ def test_bad_or_busy_port_is_refused_before_the_model_loads(tmp_path, capsys):
         port = busy.getsockname()[1]
         assert main(["serve", str(tmp_path / "no-model-needed"), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_chat_templates_get_special_tokens_and_the_default_stops_at_the_next_turn(tmp_path):
+    from auroragpt.data.tokenizer import train_bpe
+    from auroragpt.serve import protocol
+
+    tok = train_bpe(["hello world " * 50], 300, tmp_path / "tok.json")
+    specials = protocol.special_tokens(tok)
+    assert specials["eos_token"] == tok.backend.id_to_token(tok.eod_id)
+    llama_like = protocol.chat_renderer("{{ bos_token }}{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}",
+                                        bos_token="<s>", **{k: v for k, v in specials.items() if k != "bos_token"})
+    assert llama_like([{"role": "user", "content": "hi"}]) == f"<s>hi{specials['eos_token']}"
+    assert llama_like.stops == ()
+    default = protocol.chat_renderer(None)
+    assert default([{"role": "user", "content": "hi"}]) == "<|user|>\nhi\n<|assistant|>\n"
+    assert "<|user|>" in default.stops

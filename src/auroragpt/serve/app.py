@@ -73,7 +73,7 @@ def create_app(engine: Engine, tokenizer, settings: ServerSettings, keys: KeyChe
     limiter = limiter or RateLimiter()
     metrics = _Metrics(engine)
     limits = Limits(settings.max_tokens_cap, engine.max_seq_len, settings.model_name)
-    render_chat = protocol.chat_renderer(chat_template)
+    render_chat = protocol.chat_renderer(chat_template, **protocol.special_tokens(tokenizer))
     own_state_dir = settings.state_dir is None  # a temporary one, removed at shutdown
     state_dir = settings.state_dir or tempfile.mkdtemp(prefix="auroragpt-serve-")
 

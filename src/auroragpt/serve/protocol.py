@@ -21,6 +21,8 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+# With the default template a reply ends where the model starts the next turn on its own.
+DEFAULT_CHAT_STOPS = ("<|user|>", "<|system|>")
 
 
 class APIError(Exception):
@@ -184,7 +186,8 @@ def prepare(kind: str, body: Any, tokenizer, render_chat, limits: Limits) -> Pre
         raise APIError(400, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the context of "
                        f"{limits.context} tokens", param="max_tokens", code="context_length_exceeded")
     params = SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-                            stop=_stops(req.stop), seed=req.seed, ignore_eos=req.ignore_eos)
+                            stop=_stops(req.stop) + (getattr(render_chat, "stops", ()) if kind == "chat" else ()),
+                            seed=req.seed, ignore_eos=req.ignore_eos)
     include_usage = bool((req.stream_options or {}).get("include_usage"))
     return Prepared(kind, prompt_ids, params, req.stream, include_usage)
 
@@ -235,6 +238,18 @@ def usage_chunk(prepared: Prepared, rid: str, model: str, last: StreamEvent) -> 
             "usage": usage(last.prompt_tokens, last.completion_tokens)}
 
 
+def special_tokens(tokenizer) -> dict[str, str]:
+    """bos_token / eos_token strings for chat templates that use them (Llama's start with bos)."""
+    backend = getattr(tokenizer, "backend", None)
+    out = {}
+    for name, attr in (("bos_token", "bos_id"), ("eos_token", "eod_id")):
+        token_id = getattr(tokenizer, attr, None)
+        token = backend.id_to_token(token_id) if backend is not None and token_id is not None else None
+        if token:
+            out[name] = token
+    return out
+
+
 def chat_renderer(template: str | None, bos_token: str = "", eos_token: str = ""):
     """A function rendering messages with a Jinja chat template (sandboxed) or the default one."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -250,4 +265,5 @@ def chat_renderer(template: str | None, bos_token: str = "", eos_token: str = ""
         return compiled.render(messages=messages, add_generation_prompt=True, bos_token=bos_token,
                                eos_token=eos_token, raise_exception=raise_exception)
 
+    render.stops = () if template else DEFAULT_CHAT_STOPS  # type: ignore[attr-defined]
     return render
