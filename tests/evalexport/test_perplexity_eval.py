@@ -42,22 +42,30 @@ def corpus(tmp_path_factory):
 
 
 def _direct(model, file_list) -> dict[str, tuple[float, int]]:
-    """Mean next-token loss per corpus, one sample at a time, in float64."""
+    """Mean next-token loss per corpus over its own validation plan (every held-out window once:
+    each corpus here holds fewer than NUM_SAMPLES), one sample at a time, in float64."""
     from auroragpt.data.blend import build_blend_plan
-    from auroragpt.data.filelist import parse_file_list
+    from auroragpt.data.filelist import FileList, parse_file_list
 
-    plan = build_blend_plan(parse_file_list(file_list), SEQ_LEN, NUM_SAMPLES, SEED, split="valid",
-                            valid_fraction=VALID_FRACTION)
+    full = parse_file_list(file_list)
     sums: dict[str, list[float]] = {}
     with torch.no_grad():
-        for i in range(len(plan)):
-            tokens = torch.from_numpy(np.asarray(plan.sample(i), dtype=np.int64))
-            assert tokens.shape == (SEQ_LEN + 1,)
-            logprobs = F.log_softmax(model(tokens[None, :-1])[0].double(), dim=-1)
-            nll = -logprobs.gather(-1, tokens[1:, None]).sum().item()
-            entry = sums.setdefault(plan.corpus_of(i), [0.0, 0])
-            entry[0] += nll
-            entry[1] += SEQ_LEN
+        for name in full.corpora:
+            own = FileList(full.path, tuple(e for e in full.entries if e.corpus == name))
+            probe = build_blend_plan(own, SEQ_LEN, NUM_SAMPLES, SEED, split="valid", valid_fraction=VALID_FRACTION)
+            windows = probe.summary()[0].windows
+            assert windows < NUM_SAMPLES
+            plan = build_blend_plan(own, SEQ_LEN, windows, SEED, split="valid", valid_fraction=VALID_FRACTION)
+            starts = {int(plan.locate_batch(np.array([i]))[1][0]) for i in range(windows)}
+            assert len(starts) == windows  # distinct windows: the split is covered once
+            for i in range(windows):
+                tokens = torch.from_numpy(np.asarray(plan.sample(i), dtype=np.int64))
+                assert tokens.shape == (SEQ_LEN + 1,)
+                logprobs = F.log_softmax(model(tokens[None, :-1])[0].double(), dim=-1)
+                nll = -logprobs.gather(-1, tokens[1:, None]).sum().item()
+                acc = sums.setdefault(name, [0.0, 0])
+                acc[0] += nll
+                acc[1] += SEQ_LEN
     return {name: (total / count, count) for name, (total, count) in sums.items()}
 
 
@@ -76,7 +84,8 @@ def test_perplexity_matches_direct_computation(corpus, tmp_path):
     assert set(expected) == set(result["corpora"]) == {"prose", "code"}
     for name, (loss, tokens) in expected.items():
         got = result["corpora"][name]
-        assert got["tokens"] == tokens
+        assert got["tokens"] == tokens and tokens < NUM_SAMPLES * SEQ_LEN
+        assert got["validation_epochs"] == 1.0  # every held-out window scored once
         assert got["loss"] == pytest.approx(loss, rel=1e-5)
         assert got["perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
     total_tokens = sum(t for _, t in expected.values())

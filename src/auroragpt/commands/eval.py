@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ppl = parser.add_argument_group("perplexity")
     ppl.add_argument("--data-file-list", help="data-file-list whose validation split is scored")
     ppl.add_argument("--seq-len", type=int, default=None, help="tokens per sample (default: the model's max_seq_len)")
-    ppl.add_argument("--num-samples", type=int, default=256, help="validation samples to score (default 256)")
+    ppl.add_argument("--num-samples", type=int, default=256,
+                     help="validation samples per corpus (default 256; a smaller split is scored once, whole)")
     ppl.add_argument("--valid-fraction", type=float, default=None,
                      help="fraction of documents held out (default: the one the checkpoint was trained with)")
     ppl.add_argument("--seed", type=int, default=None, help="blend seed (default: the checkpoint's data.seed, else 1234)")

@@ -70,20 +70,39 @@ def _summarise(totals: torch.Tensor, corpora: Sequence[str]) -> dict:
 def evaluate_perplexity(model: torch.nn.Module, file_list_path: str | os.PathLike, seq_len: int, num_samples: int,
                         seed: int = 1234, valid_fraction: float | None = None, rank: int = 0, world_size: int = 1,
                         micro_batch: int = 8) -> dict:
-    """Loss/perplexity per corpus on the validation split of a data-file-list."""
+    """Loss/perplexity of each corpus on its own validation split: up to `num_samples` windows per
+    corpus, each window scored once when the split holds fewer (a small corpus is measured as
+    well as a large one, instead of by its share of the training mix)."""
     from auroragpt.data.blend import build_blend_plan
-    from auroragpt.data.filelist import parse_file_list
+    from auroragpt.data.filelist import FileList, parse_file_list
+    from auroragpt.errors import DataError
 
     file_list = parse_file_list(file_list_path)
     kwargs = {} if valid_fraction is None else {"valid_fraction": valid_fraction}
-    plan = build_blend_plan(file_list, seq_len, num_samples, seed, split="valid", **kwargs)
     corpora = list(file_list.corpora)
-    result = score_samples(model, len(plan), plan.sample, plan.corpus_of, corpora, rank, world_size, micro_batch)
-    for summary in plan.summary():
+    totals = torch.zeros(3, len(corpora), dtype=torch.float64)
+    covered: dict[str, tuple[int, float]] = {}
+    for j, name in enumerate(corpora):
+        own = FileList(file_list.path, tuple(e for e in file_list.entries if e.corpus == name))
+        try:
+            plan = build_blend_plan(own, seq_len, num_samples, seed, split="valid", **kwargs)
+        except DataError as err:  # no window of seq_len + 1 tokens held out for this corpus
+            log.warning("corpus %s: %s", name, err.message)
+            continue
+        windows = plan.summary()[0].windows
+        if windows < num_samples:  # score each window of the split once
+            plan = build_blend_plan(own, seq_len, windows, seed, split="valid", **kwargs)
+        part = score_samples(model, len(plan), plan.sample, plan.corpus_of, [name], rank, world_size, micro_batch)
+        entry = part["corpora"][name]
+        totals[:, j] = torch.tensor([(entry["loss"] or 0.0) * entry["tokens"], entry["tokens"], entry["samples"]],
+                                    dtype=torch.float64)
+        summary = plan.summary()[0]
+        covered[name] = (summary.tokens, summary.epochs)
+    result = _summarise(totals, corpora)
+    for name, (tokens, epochs) in covered.items():
         # How much of each corpus's validation split the samples covered (1.0 = all of it once).
-        entry = result["corpora"][summary.name]
-        entry["validation_tokens"] = summary.tokens
-        entry["validation_epochs"] = round(summary.epochs, 4)
+        result["corpora"][name]["validation_tokens"] = tokens
+        result["corpora"][name]["validation_epochs"] = round(epochs, 4)
     result.update({"data_file_list": str(file_list_path), "seq_len": seq_len, "split": "valid", "seed": seed})
     return result
 
