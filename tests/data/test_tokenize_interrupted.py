@@ -135,3 +135,17 @@ def test_killed_main_process_then_rerun_cleans_up(tmp_path, tokenizer_path, corp
     assert not Path(str(out) + ".idx").exists()
     finished = sorted(Path(str(out) + ".parts").glob("*.idx"))
     check_rerun(cmd, env, out, clean, len(finished))
+
+
+def test_stale_per_input_temporaries_of_a_dead_run_are_removed(tmp_path, tokenizer_path):
+    from auroragpt.data.tokenize import tokenize_corpora
+
+    (tmp_path / "a.jsonl").write_text('{"text": "alpha beta"}\n')
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited: its temporaries are garbage
+    stale = [tmp_path / f"out_a.bin.tmp{pid}", tmp_path / f"out.idx.tmp{pid}"]
+    for path in stale:
+        path.write_bytes(b"half-written")
+    tokenize_corpora([tmp_path / "a.jsonl"], tmp_path / "out", tokenizer_path, workers=1, per_input=True,
+                     shuffle_seed=1)
+    assert not any(path.exists() for path in stale)

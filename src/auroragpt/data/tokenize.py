@@ -154,7 +154,8 @@ def _usable_cpus() -> int:
 def _remove_stale_temporaries(prefix: str) -> None:
     """Delete temporary files that a killed run left behind (their writer process is gone)."""
     base = Path(prefix)
-    candidates = list(base.parent.glob(base.name + ".*.tmp*"))
+    # PREFIX.bin.tmpPID (merged output) and PREFIX_<input>.bin.tmpPID (--per-input outputs)
+    candidates = list(base.parent.glob(base.name + ".*.tmp*")) + list(base.parent.glob(base.name + "_*.tmp*"))
     parts = Path(prefix + ".parts")
     if parts.is_dir():
         candidates += list(parts.glob("*.tmp*"))
