@@ -335,12 +335,9 @@ def to_toml(cfg: Config) -> str:
 
 def save_resolved(cfg: Config, run_dir: str | os.PathLike[str]) -> Path:
     """Write RUN_DIR/config.toml atomically (temp name, then rename)."""
-    out = Path(run_dir) / "config.toml"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(to_toml(cfg))
-    os.replace(tmp, out)
-    return out
+    from auroragpt.atomic import write_atomically
+
+    return write_atomically(Path(run_dir) / "config.toml", to_toml(cfg))
 
 
 def config_from_dict(data: dict[str, dict[str, Any]], source: str = "saved config") -> Config:

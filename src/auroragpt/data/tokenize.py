@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from auroragpt.atomic import write_atomically
 from auroragpt.data.indexed import (
     IndexedDataset,
     IndexedDatasetWriter,
@@ -244,7 +245,10 @@ def tokenize_corpora(
     inputs_of = [_input_id(f) for f in files]
     recipes = [{**settings, "inputs": [inputs_of[k]] if per_input else inputs_of} for k in range(len(files))]
     _check_parts_recipe(prefix, {**settings, "per_input": per_input, "inputs": inputs_of}, force)
-    done = [_finished(finals[k]) and not force and _check_output_recipe(finals[k], recipes[k]) for k in range(len(files))]
+    # A merged run has one final for all inputs: check it once, not once per input.
+    checked = {final: _finished(final) and not force and _check_output_recipe(final, recipe)
+               for final, recipe in dict(zip(finals, recipes)).items()}
+    done = [checked[final] for final in finals]
     if not per_input and done and all(done):
         result.reused = [str(f) for f in files]
         log.info("%s already exists with this recipe; nothing to do", prefix)
@@ -368,9 +372,7 @@ def _tokenizer_digest(tokenizer) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, indent=1) + "\n")
 
 
 def _read_json(path: Path) -> dict | None:

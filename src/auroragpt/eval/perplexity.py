@@ -35,7 +35,15 @@ def token_losses(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
 def score_samples(model: torch.nn.Module, num_samples: int, sample: Callable[[int], np.ndarray],
                   corpus_of: Callable[[int], str], corpora: Sequence[str], rank: int = 0, world_size: int = 1,
                   micro_batch: int = 8) -> dict:
-    """Per-corpus loss sums and token counts over samples 0..num_samples-1, all-reduced across ranks."""
+    """Per-corpus loss and perplexity over samples 0..num_samples-1, all-reduced across ranks."""
+    return _summarise(sample_totals(model, num_samples, sample, corpus_of, corpora, rank, world_size, micro_batch),
+                      corpora)
+
+
+def sample_totals(model: torch.nn.Module, num_samples: int, sample: Callable[[int], np.ndarray],
+                  corpus_of: Callable[[int], str], corpora: Sequence[str], rank: int = 0, world_size: int = 1,
+                  micro_batch: int = 8) -> torch.Tensor:
+    """[3, corpora] summed loss, predicted tokens and samples (on CPU), all-reduced across ranks."""
     device = next(model.parameters()).device
     column = {name: j for j, name in enumerate(corpora)}
     # Row 0: summed loss, row 1: predicted tokens, row 2: samples; one column per corpus.
@@ -53,7 +61,7 @@ def score_samples(model: torch.nn.Module, num_samples: int, sample: Callable[[in
         import torch.distributed as dist
 
         dist.all_reduce(totals)
-    return _summarise(totals.cpu(), corpora)
+    return totals.cpu()
 
 
 def _summarise(totals: torch.Tensor, corpora: Sequence[str]) -> dict:
@@ -92,10 +100,8 @@ def evaluate_perplexity(model: torch.nn.Module, file_list_path: str | os.PathLik
         windows = plan.summary()[0].windows
         if windows < num_samples:  # score each window of the split once
             plan = build_blend_plan(own, seq_len, windows, seed, split="valid", **kwargs)
-        part = score_samples(model, len(plan), plan.sample, plan.corpus_of, [name], rank, world_size, micro_batch)
-        entry = part["corpora"][name]
-        totals[:, j] = torch.tensor([(entry["loss"] or 0.0) * entry["tokens"], entry["tokens"], entry["samples"]],
-                                    dtype=torch.float64)
+        totals[:, j:j + 1] = sample_totals(model, len(plan), plan.sample, plan.corpus_of, [name], rank, world_size,
+                                           micro_batch)
         summary = plan.summary()[0]
         covered[name] = (summary.tokens, summary.epochs)
     result = _summarise(totals, corpora)
@@ -128,9 +134,6 @@ def perplexity_table(result: dict):
 
 def write_json(result: dict, path: str | os.PathLike) -> Path:
     """Write `result` to `path` atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    from auroragpt.atomic import write_atomically
+
+    return write_atomically(path, json.dumps(result, indent=2) + "\n")

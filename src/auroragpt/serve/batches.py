@@ -20,6 +20,7 @@ from email.policy import HTTP
 from pathlib import Path
 from typing import Any
 
+from auroragpt.atomic import write_atomically
 from auroragpt.log import get_logger
 from auroragpt.serve.protocol import APIError
 
@@ -45,12 +46,6 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | Non
     return fields
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class BatchStore:
     """Uploaded files and batch jobs, owned by one API key each."""
 
@@ -68,7 +63,7 @@ class BatchStore:
 
     def add_file(self, data: bytes, filename: str, purpose: str, owner: str) -> dict:
         fid = f"file-{uuid.uuid4().hex[:24]}"
-        _write_atomically(self.dir / "files" / fid, data)
+        write_atomically(self.dir / "files" / fid, data)
         info = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
                 "filename": filename, "purpose": purpose, "status": "processed", "status_details": None}
         self.files[fid], self.owners[fid] = info, owner

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from auroragpt.atomic import write_atomically
 from auroragpt.log import get_logger
 
 log = get_logger(__name__)
@@ -124,9 +125,7 @@ def truncate_after(path: str | os.PathLike[str], step: int) -> None:
     if not path.exists():
         return
     kept = [line for line in read_lines(path) if line.get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_atomically(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_lines(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
