@@ -8,6 +8,7 @@ an immutable `DistInfo`. Calling it again returns the same object; `teardown()` 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import os
@@ -75,6 +76,8 @@ def setup(timeout_s: float | None = None, seed: int | None = None) -> DistInfo:
             device_mod.register_backend(backend)
             timeout = datetime.timedelta(seconds=timeout_seconds(timeout_s))
             try:
+                atexit.unregister(teardown)
+                atexit.register(teardown)  # a script that never calls teardown() still exits cleanly
                 dist.init_process_group(backend=backend, rank=ranks.rank, world_size=ranks.world_size,
                                         timeout=timeout)
             except Exception as err:  # noqa: BLE001 - any rendezvous failure becomes one clear message
@@ -98,12 +101,22 @@ def setup(timeout_s: float | None = None, seed: int | None = None) -> DistInfo:
 
 
 def teardown() -> None:
-    """Destroy the process group (if any) so a later setup() starts afresh."""
+    """Destroy the process group (if any) so a later setup() starts afresh.
+
+    Objects that hold the group in reference cycles (DDP's reducer, FSDP state) are collected
+    first, while the interpreter is fully alive: left to the collector at interpreter exit, the
+    group's destructor can meet a gloo worker thread that wants the GIL, and the process then
+    aborts with "terminate called without an active exception" after a successful run.
+    """
     global _INFO
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
     _INFO = None
 
 
