@@ -192,3 +192,40 @@ def test_cli_bad_input_is_one_paragraph(tmp_path: Path, case: str, needles: tupl
     assert result.stdout == ""
     assert result.stderr.startswith("auroragpt launch: error: ")
     assert_one_paragraph_error(result.stderr, *needles)
+
+
+def fake_openmpi(tmp_path: Path) -> str:
+    """A directory whose `mpiexec --version` answers like Open MPI 5."""
+    bindir = tmp_path / "ompi-bin"
+    bindir.mkdir()
+    exe = bindir / "mpiexec"
+    exe.write_text("#!/bin/sh\necho 'mpiexec (Open MPI) 5.0.3'\n")
+    exe.chmod(0o755)
+    return str(bindir)
+
+
+def test_mpiexec_flavour_of_the_mpich_wheel_and_open_mpi(tmp_path: Path) -> None:
+    from auroragpt.dist.launch import mpiexec_flavour
+
+    assert mpiexec_flavour(str(Path(PY).parent / "mpiexec")) == "MPICH hydra"
+    assert mpiexec_flavour(str(Path(fake_openmpi(tmp_path)) / "mpiexec")) == "Open MPI"
+    assert mpiexec_flavour(str(tmp_path / "missing")) == "unknown"
+
+
+def test_open_mpi_gets_its_own_host_and_environment_flags(tmp_path: Path) -> None:
+    """Hydra's -ppn/-hosts mean nothing to Open MPI, which also forwards variables only by name."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("nodeA slots=4\nnodeB\n")
+    env = {"PATH": fake_openmpi(tmp_path), "AURORAGPT_DIST_TIMEOUT": "60", "HOME": "/root"}
+    got = line(LaunchRequest(("python", "t.py"), ppn=2, hostfile=str(hostfile), launcher="mpiexec"), env)
+    assert got == (f"mpiexec -n 4 --map-by ppr:2:node --host nodeA:2,nodeB:2 -x AURORAGPT_DIST_TIMEOUT -x PATH "
+                   f"{WRAP} python t.py")
+    # Under PBS too (Open MPI reads the allocation itself; Aurora's PALS binding does not apply).
+    pbs = pbs_env(tmp_path, 2) | {"PATH": env["PATH"]}
+    got = line(LaunchRequest(("python", "t.py")), pbs, default_ppn=4)
+    hosts = ",".join(f"{h}.hsn.cm.aurora.alcf.anl.gov:4" for h in aurora_hosts(2))
+    assert got == f"mpiexec -n 8 --map-by ppr:4:node --host {hosts} -x PATH {WRAP} python t.py"
+    with pytest.raises(LaunchError, match="written for PALS mpiexec under PBS"):
+        line(LaunchRequest(("python", "t.py"), bind="aurora"), pbs, default_ppn=4)
+    # One host and no hostfile: the plain `mpiexec -n N` works for every MPI, nothing is asked.
+    assert line(LaunchRequest(("python", "t.py"), nprocs=2), env) == f"mpiexec -n 2 {WRAP} python t.py"

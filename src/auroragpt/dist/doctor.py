@@ -7,7 +7,6 @@ import importlib.metadata
 import importlib.util
 import platform
 import shutil
-import subprocess
 import sys
 
 from auroragpt.errors import AuroraError
@@ -33,23 +32,12 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _mpiexec_flavour(path: str) -> str:
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    for marker, name in (("HYDRA", "MPICH hydra"), ("Open MPI", "Open MPI"), ("OpenRTE", "Open MPI"),
-                         ("PALS", "PALS"), ("Intel", "Intel MPI")):
-        if marker in out:
-            return name
-    return "unknown"
-
-
 def diagnose() -> Report:
     """Gather the facts and problems (imports torch; safe to call anywhere)."""
     from auroragpt import __version__
     from auroragpt.dist import device as device_mod
     from auroragpt.dist.env import read_rank_info
+    from auroragpt.dist.launch import mpiexec_flavour
     from auroragpt.dist.scheduler import detect_allocation, detect_scheduler
 
     report = Report()
@@ -89,7 +77,7 @@ def diagnose() -> Report:
         facts.append(("scheduler", f"{scheduler} (allocation unreadable)"))
         problems.append(Problem(err.message, err.hint or "check the scheduler variables", True))
     mpiexec = shutil.which("mpiexec")
-    facts.append(("mpiexec", f"{mpiexec} ({_mpiexec_flavour(mpiexec)})" if mpiexec else "not found"))
+    facts.append(("mpiexec", f"{mpiexec} ({mpiexec_flavour(mpiexec)})" if mpiexec else "not found"))
     srun = shutil.which("srun")
     if scheduler == "slurm" or srun:
         facts.append(("srun", srun or "not found"))

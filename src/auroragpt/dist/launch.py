@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 
@@ -74,6 +75,37 @@ def _positive(name: str, value: int | None) -> None:
         raise LaunchError(f"{name} {value} must be a positive number", hint=f"pass {name} 1 or more, or leave it out")
 
 
+# Variables an Open MPI job must pass on by name (-x); MPICH hydra and PALS pass the whole
+# environment. Prefixes end in "_"; the rest are exact names.
+OPENMPI_FORWARD = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THREADS",
+                   "MASTER_ADDR", "MASTER_PORT", "AURORAGPT_", "NCCL_", "TORCH_", "CUDA_VISIBLE_DEVICES")
+
+
+def mpiexec_flavour(path: str | None) -> str:
+    """Which MPI an `mpiexec` belongs to, from its --version banner ("unknown" when it cannot say)."""
+    if not path:
+        return "unknown"
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    for marker, name in (("HYDRA", "MPICH hydra"), ("Open MPI", "Open MPI"), ("OpenRTE", "Open MPI"),
+                         ("PALS", "PALS"), ("Intel", "Intel MPI")):
+        if marker in out:
+            return name
+    return "unknown"
+
+
+def _openmpi_argv(nprocs: int, ppn: int, hosts: tuple[str, ...], env: Mapping[str, str]) -> list[str]:
+    """Open MPI spells hosts, ranks per host and environment forwarding its own way."""
+    argv = ["mpiexec", "-n", str(nprocs), "--map-by", f"ppr:{ppn}:node",
+            "--host", ",".join(f"{host}:{ppn}" for host in hosts)]
+    for name in sorted(env):
+        if any(name == want or (want.endswith("_") and name.startswith(want)) for want in OPENMPI_FORWARD):
+            argv += ["-x", name]
+    return argv
+
+
 def _choose_launcher(requested: str, scheduler: str, env: Mapping[str, str]) -> str:
     if requested not in LAUNCHERS:
         raise LaunchError(f"unknown launcher {requested!r}", hint=f"use one of {', '.join(LAUNCHERS)}")
@@ -106,12 +138,15 @@ def _resolve_bind(bind: str, scheduler: str, launcher: str, ppn: int, host_cpus:
 
 
 def build_launch_plan(request: LaunchRequest, env: Mapping[str, str] | None = None,
-                      default_ppn: int = 1, host_cpus: int | None = None) -> LaunchPlan:
+                      default_ppn: int = 1, host_cpus: int | None = None,
+                      mpi_flavour: str | None = None) -> LaunchPlan:
     """Resolve ranks, hosts and launcher, validate them together, and build the command line.
 
     `default_ppn` is the ranks per host when neither --ppn nor -n says otherwise (the number of
     accelerators a node has); `host_cpus` the CPUs of a node (default: this one's), which decides
-    whether Aurora's binding fits. Inconsistent choices raise LaunchError before anything starts.
+    whether Aurora's binding fits; `mpi_flavour` the MPI behind `mpiexec` (default: asked from
+    the one on PATH when its host flags are needed). Inconsistent choices raise LaunchError
+    before anything starts.
     """
     env = os.environ if env is None else env
     host_cpus = (os.cpu_count() or 1) if host_cpus is None else host_cpus
@@ -130,20 +165,26 @@ def build_launch_plan(request: LaunchRequest, env: Mapping[str, str] | None = No
     if launcher == "torchrun" and nhosts > 1:
         raise LaunchError(f"the torchrun launcher starts ranks on this host only, but the job needs {nhosts} hosts",
                           hint="use --launcher mpiexec (PBS, or any MPI) or srun (Slurm) for several hosts")
-    bind = _resolve_bind(request.bind, scheduler, launcher, ppn, host_cpus)
     hosts = allocation.hosts[:nhosts]
+    many_hosts = scheduler != "none" or request.hostfile is not None or nhosts > 1
+    if launcher == "mpiexec" and many_hosts and mpi_flavour is None:
+        mpi_flavour = mpiexec_flavour(shutil.which("mpiexec", path=env.get("PATH")))
+    openmpi = launcher == "mpiexec" and many_hosts and mpi_flavour == "Open MPI"
+    bind = _resolve_bind(request.bind, scheduler, "mpiexec (Open MPI)" if openmpi else launcher, ppn, host_cpus)
     # A file is passed on only as MPI reads it: bare host names (no comments, no slot counts).
     whole_file = (allocation.hostfile is not None and nhosts == len(allocation.hosts)
                   and is_plain_hostfile(allocation.hostfile))
     wrapped = rank_exec_prefix() + tuple(request.command)
-    if launcher == "mpiexec" and scheduler == "pbs":
+    if openmpi:
+        argv = _openmpi_argv(nprocs, ppn, hosts, env)
+    elif launcher == "mpiexec" and scheduler == "pbs":
         argv = ["mpiexec", "--envall", "--np", str(nprocs), "--ppn", str(ppn)]
         argv += ["--hostfile", allocation.hostfile] if whole_file else ["--hosts", ",".join(hosts)]
         if BIND_PROFILES[bind]:
             argv += ["--cpu-bind", "list:" + ":".join(BIND_PROFILES[bind][:ppn])]
     elif launcher == "mpiexec":
         argv = ["mpiexec", "-n", str(nprocs)]
-        if scheduler != "none" or request.hostfile is not None or nhosts > 1:
+        if many_hosts:
             argv += ["-ppn", str(ppn)]
             argv += ["-f", allocation.hostfile] if whole_file else ["-hosts", ",".join(hosts)]
     elif launcher == "srun":
