@@ -44,7 +44,17 @@ def test_diverging_run_stops_after_k_skipped_steps(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "3 steps in a row were skipped" in proc.stderr and "Traceback" not in proc.stderr
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["skipped_steps"] == 2 and len(records) < 20
+    # Every skipped step is recorded, the one that stopped the run included, with the reason.
+    skipped = [r for r in records if r.get("skipped")]
+    assert [r["skipped_steps"] for r in skipped] == [1, 2, 3] and len(records) < 20
+    assert [r["step"] for r in skipped] == list(range(skipped[0]["step"], skipped[0]["step"] + 3))
+    assert "3 steps in a row were skipped" in records[-1]["stopped"]
+    # The summary of a stopped run says why it stopped.
+    plots = subprocess.run([sys.executable, "-m", "auroragpt.cli", "train", "--config", str(config),
+                            f"--run.dir={tmp_path / 'run'}", "--plots-only"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert plots.returncode == 0, plots.stderr[-3000:]
+    assert "skipped steps: 3" in plots.stdout and "stopped: step" in plots.stdout
     assert (tmp_path / "run" / "config.toml").is_file()
 
 

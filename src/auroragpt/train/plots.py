@@ -27,17 +27,21 @@ def summarize(history: list[dict[str, Any]]) -> str:
     losses = [r["loss"] for r in history if math.isfinite(r.get("loss", math.nan))]
     # The first steps include warm-up (allocation, compilation); the median of the rest is honest.
     steady = history[len(history) // 5:] or history
-    tps = sorted(r["tokens_per_s"] for r in steady)
-    tflops = sorted(r["tflops_per_device"] for r in steady)
+    timed = [r for r in steady if "tokens_per_s" in r] or [r for r in history if "tokens_per_s" in r]
+    tps = sorted(r["tokens_per_s"] for r in timed)
+    tflops = sorted(r["tflops_per_device"] for r in timed)
     mfus = sorted(r["mfu"] for r in steady if r.get("mfu") is not None)
     last = history[-1]
     lines = [
         f"steps: {last['step']}  tokens: {last['tokens']:,}  skipped steps: {last.get('skipped_steps', 0)}",
         f"loss: first {losses[0]:.4f}  last {losses[-1]:.4f}  min {min(losses):.4f}" if losses else "loss: no finite value",
-        f"throughput (median after warm-up): {tps[len(tps) // 2]:,.0f} tokens/s, {tflops[len(tflops) // 2]:.3f} TFLOP/s per device",
+        (f"throughput (median after warm-up): {tps[len(tps) // 2]:,.0f} tokens/s, "
+         f"{tflops[len(tflops) // 2]:.3f} TFLOP/s per device") if tps else "throughput: no timed step",
         f"MFU (median): {100 * mfus[len(mfus) // 2]:.1f}%" if mfus else "MFU: not reported (device not in the peak-FLOPS table)",
         f"peak memory: {max(r.get('memory_gib', 0.0) for r in history):.2f} GiB",
     ]
+    if last.get("stopped"):
+        lines.append(f"stopped: {last['stopped']}")
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from auroragpt.config import Config, save_resolved, total_steps
 from auroragpt.errors import ConfigError
 from auroragpt.log import configure, get_logger
 from auroragpt.train.checkpoint import Checkpointer, latest_checkpoint, remove_incomplete, resolve_checkpoint
-from auroragpt.train.guard import SpikeGuard
+from auroragpt.train.guard import SpikeGuard, TrainingDiverged
 from auroragpt.train.metrics import MetricsWriter, device_peak_flops, memory_gib, throughput, truncate_after
 from auroragpt.train.optim import build_optimizer, lr_at, set_lr
 
@@ -107,7 +107,14 @@ def train(cfg: Config) -> TrainResult:
             tokens, targets = next_batch(batches, accum)
             loss = float(runner.train_step(tokens, targets, cross_entropy, grad_accum=accum))
             grad_norm = float(runner.clip_grad_norm_(cfg.train.grad_clip))
-            if guard.check(step + 1, loss, grad_norm):
+            try:
+                applied = guard.check(step + 1, loss, grad_norm)
+            except TrainingDiverged as err:  # the step that ends the run is in the metrics too
+                metrics.write({"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                               "tokens": tokens_seen, "skipped": True, "skipped_steps": guard.skipped_total,
+                               "stopped": err.message})
+                raise
+            if applied:
                 for optimizer in optimizers:
                     optimizer.step()
             for optimizer in optimizers:
@@ -117,9 +124,10 @@ def train(cfg: Config) -> TrainResult:
             elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
             step += 1
             tokens_seen += tokens_per_step
-            if step % cfg.metrics.log_every == 0 or step == steps:
+            if step % cfg.metrics.log_every == 0 or step == steps or not applied:
                 record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
-                          "step_time_s": elapsed, "cpu_time_s": cpu_elapsed, "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
+                          "step_time_s": elapsed, "cpu_time_s": cpu_elapsed, "skipped": not applied,
+                          "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
                           **throughput(tokens_per_step, elapsed, flops_per_token, info.world_size, peak)}
                 metrics.write(record)
                 log.info(format_record(record))
