@@ -244,3 +244,13 @@ def test_chat_templates_get_special_tokens_and_the_default_stops_at_the_next_tur
     default = protocol.chat_renderer(None)
     assert default([{"role": "user", "content": "hi"}]) == "<|user|>\nhi\n<|assistant|>\n"
     assert "<|user|>" in default.stops
+
+
+def test_default_model_name_names_the_run_for_a_step_folder(tmp_path):
+    from auroragpt.serve.server import default_model_name
+
+    step = tmp_path / "demo" / "checkpoints" / "step_00000600"
+    step.mkdir(parents=True)
+    assert default_model_name(str(step)) == "demo-step_00000600"
+    assert default_model_name(str(tmp_path / "demo")) == "demo"
+    assert default_model_name(str(tmp_path / "demo") + "/") == "demo"

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
                    help="serve without API keys on an address other than 127.0.0.1 (not recommended)")
     p.add_argument("--engine", choices=("native", "vllm"), default="native",
                    help="native: our continuous-batching engine; vllm: hand a HF folder to vLLM (needs vllm and a GPU)")
-    p.add_argument("--model-name", help="model id reported by /v1/models (default: the folder name)")
+    p.add_argument("--model-name", help="model id reported by /v1/models (default: the folder name; RUN-step_N for a checkpoint step)")
     p.add_argument("--tokenizer", help="tokenizer.json or tokenizer folder (default: the one in the model folder)")
     p.add_argument("--device", default=None, help="cpu, cuda, xpu, ... (default: detected)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "float64"), default=None,

@@ -89,6 +89,14 @@ def _check_address(host: str, port: int) -> None:
                           hint="choose another --port (is another server running?) or a --host of this machine") from None
 
 
+def default_model_name(path: str) -> str:
+    """The folder's name; for RUN/checkpoints/step_N, "RUN-step_N" (the step alone names nothing)."""
+    folder = Path(path).resolve()
+    if folder.name.startswith("step_") and folder.parent.name == "checkpoints":
+        return f"{folder.parent.parent.name}-{folder.name}"
+    return folder.name
+
+
 def run_server(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -119,7 +127,7 @@ def run_server(args: argparse.Namespace) -> int:
     dtype = args.dtype or ("float32" if device == "cpu" else "bfloat16")
     model, tokenizer, template = load_for_serving(args.path, device, dtype, args.tokenizer)
     engine = Engine(model, tokenizer, max_batch=args.max_batch, max_seq_len=args.max_model_len)
-    settings = ServerSettings(model_name=args.model_name or Path(args.path).resolve().name,
+    settings = ServerSettings(model_name=args.model_name or default_model_name(args.path),
                               max_tokens_cap=args.max_tokens_cap, max_body_bytes=args.max_body_bytes,
                               max_file_bytes=args.max_file_bytes, state_dir=args.state_dir)
     app = create_app(engine, tokenizer, settings, keys, RateLimiter(args.rate_limit_rps, args.rate_limit_tpm), template)
