@@ -4,14 +4,17 @@ Nothing here is O(tokens) or O(samples): building the plan reads each file's ind
 `.bin` size (plus one 8-byte pointer per file when a validation split is asked for) and runs one
 short integer schedule; every sample is then located by arithmetic. Three levels:
 
-1. **Corpus interleaving.** Corpus shares are rounded to multiples of 1/Q (Q = min(samples, 2**20),
-   each share at least 1/Q) and laid out over one period of Q samples by Tijdeman's chairman-
-   assignment rule, which keeps every prefix count within 1 of share x length; the period repeats
-   exactly, so any window of consecutive samples (a global batch in particular) holds each corpus
-   within 2 of share x window. A run of up to 2**20 samples follows the weights exactly (within 2
-   over any window); a longer one drifts by at most samples / 2**21 per corpus (240 samples of
-   5e8, i.e. 2T tokens at S=4096). Sample i is corpus `seq[i % Q]`, and its index inside that corpus's stream is
-   `(i // Q) * count + rank[i % Q]`.
+1. **Corpus interleaving.** Corpus shares are rounded to multiples of 1/Q (each share at least
+   1/Q) and laid out over one period of Q samples by Tijdeman's chairman-assignment rule, which
+   keeps every prefix count within 1 - 1/(2K-2) of share x length for K corpora; the period
+   repeats exactly. A window of W consecutive samples therefore holds each corpus within
+   2 - 1/(K-1) of share x W, and within that plus W/Q of weight x W: within 2 of the requested
+   weights for every window up to Q/(K-1) samples. Q = min((K-1) x samples, 2**20), so a run of up
+   to 2**20/(K-1) samples (100,000 for 11 corpora) meets the bound for every window, the whole run
+   included; a longer run meets it for every window up to 2**20/(K-1) samples (far above a global
+   batch), and a window of W samples beyond that drifts by less than W / 2**20 (under 470 samples
+   of 4.9e8: 2T tokens at S=4096). Sample i is corpus `seq[i % Q]`, and its index inside that
+   corpus's stream is `(i // Q) * count + rank[i % Q]`.
 2. **Files within a corpus.** A corpus's stream is cut into periods of one corpus epoch (its
    windows of S tokens, or the whole run when shorter). Each file owns a block of slots per period,
    sized by its weight (largest remainder); a keyed Feistel permutation of the slots, fresh each
@@ -63,10 +66,19 @@ def apportion(weights: np.ndarray, total: int, at_least_one: bool = False) -> np
         counts[order[:short]] += 1
     if at_least_one and total >= len(weights):
         while (missing := np.flatnonzero((counts == 0) & (weights > 0))).size:
-            donor = int(np.argmax(counts))
+            # Take the slot from the corpus most above its quota: its count stays within 1 of it.
+            excess = np.where(counts >= 2, counts - quotas, -np.inf)
+            donor = int(np.argmax(excess)) if np.isfinite(excess).any() else int(np.argmax(counts))
             counts[donor] -= 1
             counts[missing[0]] += 1
     return counts
+
+
+def schedule_period(num_samples: int, num_corpora: int) -> int:
+    """Q for the corpus schedule: long enough that rounding shares to 1/Q costs no window of the
+    run its "within 2 of weight x window" (Tijdeman leaves 1/(K-1) of slack, rounding spends at
+    most W/Q), capped at MAX_SCHEDULE_PERIOD; at least K so that every corpus gets a slot."""
+    return max(min(num_samples * max(num_corpora - 1, 1), MAX_SCHEDULE_PERIOD), num_corpora, 1)
 
 
 def chairman_schedule(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -399,9 +411,7 @@ def build_blend_plan(
         )
     corpus_weights /= corpus_weights.sum()
 
-    # The longest period affordable: shares are rounded to 1/period, so a run drifts from the exact
-    # weights by at most num_samples / (2 period) samples per corpus (none when it fits one period).
-    period = min(num_samples, MAX_SCHEDULE_PERIOD)
+    period = schedule_period(num_samples, len(names))
     counts = apportion(corpus_weights, period, at_least_one=True)
     owner, rank = chairman_schedule(counts)
     full, rest = divmod(num_samples, period)
