@@ -215,8 +215,16 @@ def test_validation_split_keeps_multi_sequence_documents_whole(tmp_path):
 
     def documents(split):
         plan = build_blend_plan(fl, 12, 400, seed=1, split=split, valid_fraction=0.3)
-        _, _, seq, _, _ = plan.spans_batch(np.arange(400))
-        return set((np.searchsorted(ds.document_indices, seq, side="right") - 1).tolist())
+        sample, _, doc, offset, length = plan.spans_batch(np.arange(400))
+        # spans name documents (not sequences), offsets count from the document's first token,
+        # and reading them gives the sample's tokens
+        tokens = plan.samples_batch(np.arange(400))
+        for i in (0, 57, 399):
+            parts = [ds.read_tokens(int(ds.sequence_pointers[ds.document_indices[d]]) // 4 + o, n)
+                     for d, o, n in zip(doc[sample == i], offset[sample == i], length[sample == i])]
+            assert np.array_equal(np.concatenate(parts), tokens[i])
+            assert len(set(doc[sample == i].tolist())) == (sample == i).sum()  # one span per document
+        return set(doc.tolist())
 
     train, valid = documents("train"), documents("valid")
     assert train and valid and not (train & valid)

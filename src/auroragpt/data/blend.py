@@ -257,8 +257,9 @@ class BlendPlan:
     def spans_batch(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
         """Flat arrays (sample position in `indices`, file, document, offset, length), in reading order.
 
-        Documents are sequence numbers of the file's index; only the index pages around each
-        sample's position are touched (a binary search per sample).
+        Documents are the index's documents (a Megatron file may store one as several sequences;
+        offsets count from the document's first token), one span per document a sample touches.
+        Only the index pages around each sample's position are touched (binary searches).
         """
         files, starts = self.locate_batch(np.asarray(indices, dtype=np.int64))
         rows: list[np.ndarray] = []
@@ -288,7 +289,27 @@ class BlendPlan:
             return tuple(np.empty(0, dtype=np.int64) for _ in range(5))
         table = np.concatenate(rows).astype(np.int64)
         table = table[np.lexsort((table[:, 3], table[:, 2], table[:, 0]))]
-        return tuple(table[:, col] for col in range(5))
+        return self._sequences_to_documents(table)
+
+    def _sequences_to_documents(self, table: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Rows (sample, file, sequence, offset, length) -> (sample, file, document, offset in the
+        document, length), pieces of one document in one sample merged."""
+        doc = table[:, 2].copy()
+        offset = table[:, 3].copy()
+        for f in np.unique(table[:, 1]).tolist():
+            ds = self.dataset(f)
+            if ds.num_documents == len(ds):
+                continue  # one sequence per document (what we write): numbers and offsets agree
+            sel = np.flatnonzero(table[:, 1] == f)
+            seq = table[sel, 2]
+            d = np.searchsorted(ds.document_indices, seq, side="right") - 1
+            first = ds.document_indices[d]
+            offset[sel] += (ds.sequence_pointers[seq] - ds.sequence_pointers[first]) // ds.dtype.itemsize
+            doc[sel] = d
+        starts = np.flatnonzero(np.concatenate([[True], (table[1:, 0] != table[:-1, 0])
+                                                | (table[1:, 1] != table[:-1, 1]) | (doc[1:] != doc[:-1])]))
+        length = np.add.reduceat(table[:, 4], starts) if len(table) else table[:, 4]
+        return table[starts, 0], table[starts, 1], doc[starts], offset[starts], length
 
     def spans(self, i: int) -> list[tuple[int, int, int, int]]:
         """[(file index, document, offset, length), ...] covering the S+1 tokens of sample i."""
