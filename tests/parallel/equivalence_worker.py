@@ -151,7 +151,9 @@ def main() -> int:
         with open(tmp, "w") as f:
             json.dump(results, f)
         os.replace(tmp, out_path)
-    torch.distributed.destroy_process_group()
+    from auroragpt.dist.setup import teardown
+
+    teardown()  # collects the models' reference cycles first, so exit cannot abort in gloo's threads
     return 0
 
 
