@@ -43,6 +43,9 @@ MODES: dict[str, tuple[int, dict, int, dict]] = {
     "pp2_replicate2": (4, {"pp": 2, "dp_replicate": 2, "dp_shard": 1, "pp_microbatches": 2}, 2, {}),
     "tp2_replicate2": (4, {"tp": 2, "dp_replicate": 2, "dp_shard": 1}, 2, {}),
     "pp2_tp2": (4, {"pp": 2, "tp": 2, "dp_shard": 1, "pp_schedule": "GPipe", "pp_microbatches": 4}, 8, {}),
+    # 3-D layouts (8 ranks): pipeline x tensor x sharded data, and hybrid-sharded data x tensor
+    "pp2_tp2_fsdp2": (8, {"pp": 2, "tp": 2, "dp_shard": 2, "pp_microbatches": 2}, 2, {}),
+    "hsdp2x2_tp2": (8, {"dp_replicate": 2, "dp_shard": 2, "tp": 2}, 2, {}),
     "pp2_fsdp2_interleaved": (
         4,
         {"pp": 2, "dp_shard": 2, "pp_schedule": "Interleaved1F1B", "pp_virtual_stages": 2, "pp_microbatches": 2},

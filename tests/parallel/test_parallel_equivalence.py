@@ -1,6 +1,6 @@
 """Five training steps under each parallel layout match a plain single-process loop.
 
-Real processes on gloo: one 2-rank and one 4-rank group, started together, each running several
+Real processes on gloo: a 2-rank, a 4-rank and an 8-rank group, started together, each running several
 layouts one after the other (start-up is the expensive part on a small CI machine).
 """
 
