@@ -81,10 +81,18 @@ def results(tmp_path_factory) -> dict:
         if not out.exists():
             pytest.fail(f"{world}-rank group wrote no results:\n{log}")
         merged.update(json.loads(out.read_text()))
+        merged.setdefault("logs", {})[world] = log
     return merged
 
 
 EXACT_MODES = [m for m, (*_, options) in MODES.items() if not options.get("meta_init")]
+
+
+def test_fsdp_x_tp_grad_norm_is_one_all_reduce(results: dict) -> None:
+    """The mesh carries a flattened dp_shard x tp dim, so DTensor reduces the norm in one step
+    (without it torch logs "2 sequential all_reduce operations ... flatten mesh dimensions")."""
+    assert "sequential all_reduce" not in results["logs"][8]
+    assert "sequential all_reduce" not in results["logs"][4]
 META_MODES = [m for m in MODES if m not in EXACT_MODES]
 
 

@@ -233,7 +233,13 @@ def build_mesh(layout: ParallelLayout, device_type: str) -> "DeviceMesh | None":
     if layout.world_size != world:
         raise ConfigError(f"parallel layout covers {layout.world_size} ranks but the process group has {world}")
     shape = (layout.pp, layout.dp_replicate, layout.dp_shard, layout.tp)
-    return init_device_mesh(device_type, shape, mesh_dim_names=MESH_DIMS)
+    mesh = init_device_mesh(device_type, shape, mesh_dim_names=MESH_DIMS)
+    if layout.tp > 1:
+        # A gradient norm of FSDP x TP parameters is partial over both dims (dp_shard may be 1:
+        # FSDP over replicas still places it there). With this flattened dim DTensor reduces it
+        # in one all-reduce instead of two in a row (torch warns otherwise).
+        mesh["dp_shard", "tp"]._flatten("dp_shard_tp")
+    return mesh
 
 
 def data_parallel_coordinates(layout: ParallelLayout, mesh: "DeviceMesh | None") -> tuple[int, int]:
