@@ -140,7 +140,8 @@ def run_mode(mode: str) -> dict[str, list[float]]:
 
 def main() -> int:
     modes, out_path = sys.argv[1].split(","), sys.argv[2]
-    torch.distributed.init_process_group("gloo")
+    torch.distributed.init_process_group("gloo", init_method=os.environ.get("EQUIVALENCE_INIT", "env://"),
+                                         rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
     results = {}
     for mode in modes:
         try:
