@@ -69,16 +69,17 @@ def results(tmp_path_factory) -> dict:
     groups = {}
     for world in sorted({w for w, *_ in MODES.values()}):
         modes = [m for m, (w, *_) in MODES.items() if w == world]
-        groups[world] = (_start_group(world, modes, tmp / f"world{world}.json"), tmp / f"world{world}.json")
+        out = tmp / f"world{world}.json"
+        groups[world] = (modes, _start_group(world, modes, out), out)
     # computed while the groups start up
     merged: dict = {"reference": {tie: worker.reference(tie) for tie in (False, True)}}
-    for world, (procs, out) in groups.items():
+    for world, (modes, procs, out) in groups.items():
         log = _finish_group(procs, timeout=240)
         if not out.exists():
             # A group that crashed or hung (not one whose numbers differ) runs once more, alone,
             # so a machine overloaded by the other groups does not decide the result.
             print(f"{world}-rank group wrote no results; running it again:\n{log}", file=sys.stderr)
-            log = _finish_group(_start_group(world, [m for m, (w, *_) in MODES.items() if w == world], out), 240)
+            log = _finish_group(_start_group(world, modes, out), timeout=240)
         if not out.exists():
             pytest.fail(f"{world}-rank group wrote no results:\n{log}")
         merged.update(json.loads(out.read_text()))
