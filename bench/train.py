@@ -79,7 +79,7 @@ def plain(args: argparse.Namespace) -> list[tuple[float, float]]:
     """The same model, batch and optimizer written the way a tutorial would: the baseline."""
     import torch
 
-    from auroragpt.dist.device import detect_device
+    from auroragpt.runtime.device import detect_device
     from auroragpt.model.gpt import GPT
     from auroragpt.model.presets import get_preset
 
@@ -117,7 +117,7 @@ def plain(args: argparse.Namespace) -> list[tuple[float, float]]:
 def main() -> int:
     args = parse_args()
     os.environ.setdefault("AURORAGPT_LOG_LEVEL", "WARNING")
-    from auroragpt.dist.env import read_rank_info
+    from auroragpt.runtime.env import read_rank_info
 
     world = read_rank_info().world_size
     rank = read_rank_info().rank

@@ -19,7 +19,7 @@ rm -rf "$OUT/run"
 mkdir -p "$OUT/data"
 
 say "1/7 self-check: topology, all-reduce and DDP on $NPROCS ranks"
-auroragpt launch -n "$NPROCS" -- python -m auroragpt.dist.selfcheck
+auroragpt launch -n "$NPROCS" -- python -m auroragpt.runtime.selfcheck
 
 say "2/7 demo corpora from the Python standard library"
 auroragpt data demo-corpora "$OUT/corpora"

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _is_other_rank() -> bool:
     """True on ranks other than 0 of a launched job (read from the launcher's variables only)."""
-    from auroragpt.dist.env import read_rank_info
+    from auroragpt.runtime.env import read_rank_info
 
     try:
         return read_rank_info(use_mpi4py=False).rank > 0

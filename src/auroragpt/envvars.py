@@ -1,6 +1,6 @@
 """The one table of environment variables the toolbox itself reads (all start with AURORAGPT_).
 
-Launcher variables (PMI_RANK, SLURM_PROCID, ...) are not ours; they live in `dist/env.py`.
+Launcher variables (PMI_RANK, SLURM_PROCID, ...) are not ours; they live in `runtime/env.py`.
 """
 
 from __future__ import annotations

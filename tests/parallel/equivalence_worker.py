@@ -155,7 +155,7 @@ def main() -> int:
         with open(tmp, "w") as f:
             json.dump(results, f)
         os.replace(tmp, out_path)
-    from auroragpt.dist.setup import teardown
+    from auroragpt.runtime.setup import teardown
 
     teardown()  # collects the models' reference cycles first, so exit cannot abort in gloo's threads
     return 0

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from auroragpt.dist.doctor import diagnose, render
+    from auroragpt.runtime.doctor import diagnose, render
 
     report = diagnose()
     print(render(report))

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     from rich.console import Console
 
-    from auroragpt.dist.setup import setup, teardown
+    from auroragpt.runtime.setup import setup, teardown
     from auroragpt.export.provenance import provenance
     from auroragpt.log import configure
     from auroragpt.train.checkpoint import load_inference_model

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers) -> None:
-    from auroragpt.dist.launch import BIND_CHOICES, LAUNCHERS  # tables only: no work on import
+    from auroragpt.runtime.launch import BIND_CHOICES, LAUNCHERS  # tables only: no work on import
 
     p = subparsers.add_parser(
         "launch",
@@ -34,17 +34,17 @@ def register(subparsers) -> None:
 
 def _accelerators_here() -> int:
     """Accelerators on this host: the default ranks per host (asks torch, so only when needed)."""
-    from auroragpt.dist.device import detect_device, device_count
+    from auroragpt.runtime.device import detect_device, device_count
 
     return device_count(detect_device())
 
 
 def run(args: argparse.Namespace) -> int:
     from auroragpt import envvars
-    from auroragpt.dist.launch import LaunchRequest, build_launch_plan
-    from auroragpt.dist.runner import check_retries, run_plan
-    from auroragpt.dist.scheduler import detect_scheduler
-    from auroragpt.dist.setup import timeout_seconds
+    from auroragpt.runtime.launch import LaunchRequest, build_launch_plan
+    from auroragpt.runtime.runner import check_retries, run_plan
+    from auroragpt.runtime.scheduler import detect_scheduler
+    from auroragpt.runtime.setup import timeout_seconds
 
     check_retries(args.retries)
     command = list(args.cmd)
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     one_machine_sized_by_n = args.nprocs is not None and args.hostfile is None and detect_scheduler() == "none"
     needs_default = args.ppn is None and not one_machine_sized_by_n
     if envvars.read("AURORAGPT_DEVICE") or envvars.read("AURORAGPT_BACKEND"):
-        from auroragpt.dist.device import detect_backend, detect_device
+        from auroragpt.runtime.device import detect_backend, detect_device
 
         detect_backend(detect_device())  # a bad override fails here, before any rank starts
     timeout_seconds()  # and so does a bad AURORAGPT_DIST_TIMEOUT

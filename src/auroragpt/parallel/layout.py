@@ -227,7 +227,7 @@ def build_mesh(layout: ParallelLayout, device_type: str) -> "DeviceMesh | None":
             return None
         raise ConfigError(
             f"parallel layout needs {layout.world_size} ranks but torch.distributed is not initialised",
-            hint="start the job through `auroragpt launch` (or torchrun) and call auroragpt.dist.setup.setup() first",
+            hint="start the job through `auroragpt launch` (or torchrun) and call auroragpt.runtime.setup.setup() first",
         )
     world = dist.get_world_size()
     if layout.world_size != world:

@@ -100,7 +100,7 @@ def default_model_name(path: str) -> str:
 def run_server(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from auroragpt.dist.device import detect_device
+    from auroragpt.runtime.device import detect_device
     from auroragpt.serve.app import ServerSettings, create_app
     from auroragpt.serve.auth import KeyChecker
     from auroragpt.serve.engine import Engine

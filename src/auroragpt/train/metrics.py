@@ -50,7 +50,7 @@ def device_peak_flops(device: torch.device) -> float | None:
     """Peak of an accelerator by its name; None on CPU and MPS, whose names must never match a GPU row."""
     if device.type not in ("cuda", "xpu"):
         return None
-    from auroragpt.dist.device import device_name
+    from auroragpt.runtime.device import device_name
 
     return peak_flops(device_name(device))
 

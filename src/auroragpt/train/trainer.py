@@ -37,11 +37,11 @@ class TrainResult:
 
 def train(cfg: Config) -> TrainResult:
     """Run (or resume) the training job described by `cfg` on every rank of the launched job."""
-    from auroragpt.dist.setup import seed_everything, setup, teardown
+    from auroragpt.runtime.setup import seed_everything, setup, teardown
     from auroragpt.parallel.layout import data_parallel_coordinates
     from auroragpt.parallel.parallelize import parallelize
 
-    from auroragpt.dist.env import read_rank_info
+    from auroragpt.runtime.env import read_rank_info
     from auroragpt.parallel.layout import build_mesh
 
     run_dir = Path(cfg.run.dir)

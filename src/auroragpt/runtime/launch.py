@@ -1,9 +1,9 @@
 """Build the exact command that starts N ranks: PALS mpiexec under PBS, srun under Slurm, and
 on a machine without a scheduler mpiexec when one is installed, else torch's elastic launcher.
 
-Every rank runs through `auroragpt.dist.rank_exec`, which prefixes its output with the rank and
+Every rank runs through `auroragpt.runtime.rank_exec`, which prefixes its output with the rank and
 reports its exit code, so the launcher can say which rank failed first. `build_launch_plan` only
-computes; `auroragpt.dist.runner` runs the plan.
+computes; `auroragpt.runtime.runner` runs the plan.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from auroragpt.dist.scheduler import Allocation, detect_allocation, is_plain_hostfile, read_hostfile
+from auroragpt.runtime.scheduler import Allocation, detect_allocation, is_plain_hostfile, read_hostfile
 from auroragpt.errors import LaunchError
 
 LAUNCHERS = ("auto", "mpiexec", "srun", "torchrun")
@@ -67,7 +67,7 @@ class LaunchPlan:
 
 def rank_exec_prefix() -> tuple[str, ...]:
     """How each rank starts the user's command: through the output-prefixing wrapper."""
-    return (sys.executable, "-m", "auroragpt.dist.rank_exec", "--")
+    return (sys.executable, "-m", "auroragpt.runtime.rank_exec", "--")
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -152,7 +152,7 @@ def build_launch_plan(request: LaunchRequest, env: Mapping[str, str] | None = No
     host_cpus = (os.cpu_count() or 1) if host_cpus is None else host_cpus
     if not request.command:
         raise LaunchError("no command to launch", hint="put the command after `--`, e.g. "
-                          "`auroragpt launch -n 2 -- python -m auroragpt.dist.selfcheck`")
+                          "`auroragpt launch -n 2 -- python -m auroragpt.runtime.selfcheck`")
     for name, value in (("-n", request.nprocs), ("--ppn", request.ppn), ("--nhosts", request.nhosts)):
         _positive(name, value)
     allocation = detect_allocation(env)
@@ -193,7 +193,7 @@ def build_launch_plan(request: LaunchRequest, env: Mapping[str, str] | None = No
         if request.hostfile is not None:
             argv += ["--nodelist", ",".join(hosts)]
     else:
-        argv = [sys.executable, "-m", "auroragpt.dist.elastic", "--standalone", "--nnodes", "1",
+        argv = [sys.executable, "-m", "auroragpt.runtime.elastic", "--standalone", "--nnodes", "1",
                 "--nproc-per-node", str(nprocs), "--no-python"]
     return LaunchPlan(tuple(argv) + wrapped, launcher, scheduler, hosts, nprocs, ppn, bind)
 

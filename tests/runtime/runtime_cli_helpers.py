@@ -1,4 +1,4 @@
-"""Helpers for tests/dist (a uniquely named module, since several test folders have a conftest):
+"""Helpers for tests/runtime (a uniquely named module, since several test folders have a conftest):
 the launcher/scheduler variables to strip, and running the real `auroragpt` CLI with a timeout."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 
-from auroragpt.dist.env import (LAUNCHER_VARIABLES, MPI_EVIDENCE, SLURM_NODE_ID, SLURM_NODELISTS, SLURM_STEP_ID,
+from auroragpt.runtime.env import (LAUNCHER_VARIABLES, MPI_EVIDENCE, SLURM_NODE_ID, SLURM_NODELISTS, SLURM_STEP_ID,
                                 SLURM_TASKS_PER_NODE)
-from auroragpt.dist.scheduler import SCHEDULER_VARIABLES
+from auroragpt.runtime.scheduler import SCHEDULER_VARIABLES
 
 BIN = Path(sys.executable).parent
 

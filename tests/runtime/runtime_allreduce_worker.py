@@ -6,7 +6,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from auroragpt.dist.setup import setup, teardown
+from auroragpt.runtime.setup import setup, teardown
 
 info = setup(seed=1)
 assert setup() is info, "a second setup() must return the same DistInfo"

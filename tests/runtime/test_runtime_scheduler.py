@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auroragpt.dist.scheduler import detect_allocation, detect_scheduler, expand_nodelist, read_hostfile
+from auroragpt.runtime.scheduler import detect_allocation, detect_scheduler, expand_nodelist, read_hostfile
 from auroragpt.errors import LaunchError
 
 

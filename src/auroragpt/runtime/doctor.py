@@ -35,10 +35,10 @@ def _version(package: str) -> str | None:
 def diagnose() -> Report:
     """Gather the facts and problems (imports torch; safe to call anywhere)."""
     from auroragpt import __version__
-    from auroragpt.dist import device as device_mod
-    from auroragpt.dist.env import read_rank_info
-    from auroragpt.dist.launch import mpiexec_flavour
-    from auroragpt.dist.scheduler import detect_allocation, detect_scheduler
+    from auroragpt.runtime import device as device_mod
+    from auroragpt.runtime.env import read_rank_info
+    from auroragpt.runtime.launch import mpiexec_flavour
+    from auroragpt.runtime.scheduler import detect_allocation, detect_scheduler
 
     report = Report()
     facts, problems = report.facts, report.problems
@@ -93,7 +93,7 @@ def diagnose() -> Report:
                                 "on MASTER_ADDR/MASTER_PORT by themselves",
                                 "`pip install mpi4py`, or export MASTER_ADDR and MASTER_PORT before launching"))
     if not mpiexec and scheduler == "none":
-        facts.append(("local launcher", "torch elastic (python -m auroragpt.dist.elastic, i.e. torch.distributed.run)"))
+        facts.append(("local launcher", "torch elastic (python -m auroragpt.runtime.elastic, i.e. torch.distributed.run)"))
     try:
         ranks = read_rank_info(use_mpi4py=False)
         if ranks.launcher != "none":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auroragpt.cli import main
-from auroragpt.dist.setup import timeout_seconds
+from auroragpt.runtime.setup import timeout_seconds
 from auroragpt.errors import DistError
 
 
@@ -49,12 +49,12 @@ def test_timeout_reaches_the_rendezvous() -> None:
     import sys
     import time
 
-    from auroragpt.dist.setup import free_port
-    from dist_cli_helpers import child_env
+    from auroragpt.runtime.setup import free_port
+    from runtime_cli_helpers import child_env
 
     env = child_env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="2", TORCHELASTIC_RUN_ID="t",
                     MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), AURORAGPT_DIST_TIMEOUT="3")
-    script = ("import sys\nfrom auroragpt.dist.setup import setup\nfrom auroragpt.errors import DistError\n"
+    script = ("import sys\nfrom auroragpt.runtime.setup import setup\nfrom auroragpt.errors import DistError\n"
               "try:\n    setup()\nexcept DistError as err:\n    print(err.message)\n    sys.exit(2)\n")
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)

@@ -12,8 +12,8 @@ import threading
 import time
 from typing import BinaryIO
 
-from auroragpt.dist.launch import LaunchPlan
-from auroragpt.dist.rank_exec import FAILURE_PATTERN, exit_code_of
+from auroragpt.runtime.launch import LaunchPlan
+from auroragpt.runtime.rank_exec import FAILURE_PATTERN, exit_code_of
 from auroragpt.errors import LaunchError
 
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from dist_cli_helpers import BIN, child_env, run_cli
+from runtime_cli_helpers import BIN, child_env, run_cli
 
-WORKER = str(Path(__file__).with_name("dist_allreduce_worker.py"))
+WORKER = str(Path(__file__).with_name("runtime_allreduce_worker.py"))
 
 
 def test_mpiexec_two_ranks_selfcheck_demo() -> None:
     """The demo job: mpiexec (hydra) + mpi4py agree on MASTER_ADDR/PORT; all-reduce and DDP checked."""
     result = run_cli("launch", "-n", "2", "--launcher", "mpiexec", "--", sys.executable, "-m",
-                     "auroragpt.dist.selfcheck", timeout=180)
+                     "auroragpt.runtime.selfcheck", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "[rank 0] topology: 2 rank(s) on 1 host(s)" in out
@@ -107,7 +107,7 @@ def test_signal_reaches_every_rank_once(launcher: str, signum: int) -> None:
 def test_unknown_mpi_launcher_falls_back_to_mpi4py() -> None:
     """An MPI that sets none of the rank variables we know (only its PMI connection): ask mpi4py."""
     script = (
-        "import os\nfrom auroragpt.dist.env import LAUNCHER_VARIABLES, read_rank_info\n"
+        "import os\nfrom auroragpt.runtime.env import LAUNCHER_VARIABLES, read_rank_info\n"
         "known = {n for v in LAUNCHER_VARIABLES.values() for f in (v.rank, v.world_size, v.local_rank, "
         "v.local_world_size) for n in f}\n"
         "env = {k: v for k, v in os.environ.items() if k not in known}\n"
@@ -129,7 +129,7 @@ def test_rank_command_has_its_own_group_and_dies_with_its_wrapper() -> None:
     import os
 
     script = "import os, time\nprint(os.getpid(), os.getpgid(0), flush=True)\ntime.sleep(60)\n"
-    wrapper = subprocess.Popen([sys.executable, "-m", "auroragpt.dist.rank_exec", "--", sys.executable, "-c", script],
+    wrapper = subprocess.Popen([sys.executable, "-m", "auroragpt.runtime.rank_exec", "--", sys.executable, "-c", script],
                                env=child_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert wrapper.stdout is not None

@@ -1,4 +1,4 @@
-"""`python -m auroragpt.dist.rank_exec -- CMD ...`: run one rank's command with its output
+"""`python -m auroragpt.runtime.rank_exec -- CMD ...`: run one rank's command with its output
 prefixed by "[rank N] ", and on failure print one line the launcher recognises
 (`FAILURE_PATTERN`) so it can say which rank failed first. Imports nothing heavy.
 """
@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import BinaryIO
 
-from auroragpt.dist.env import read_rank_info
+from auroragpt.runtime.env import read_rank_info
 from auroragpt.errors import AuroraError
 
 FAILURE_PATTERN = re.compile(r"auroragpt launch: rank (\d+|\?) exited with code (\d+)")

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from dist_cli_helpers import assert_one_paragraph_error, child_env, run_cli
+from runtime_cli_helpers import assert_one_paragraph_error, child_env, run_cli
 
-from auroragpt.dist.launch import LaunchRequest, build_launch_plan
+from auroragpt.runtime.launch import LaunchRequest, build_launch_plan
 from auroragpt.errors import LaunchError
 
 PY = sys.executable
-WRAP = f"{PY} -m auroragpt.dist.rank_exec --"
+WRAP = f"{PY} -m auroragpt.runtime.rank_exec --"
 AURORA_BIND = "list:1-8:9-16:17-24:25-32:33-40:41-48:53-60:61-68:69-76:77-84:85-92:93-100"
 PBS_JOBID = "8219135.aurora-pbs-0001.hostmgmt.cm.aurora.alcf.anl.gov"
 
@@ -111,7 +111,7 @@ def test_local_mpiexec_and_torchrun_lines() -> None:
     env = {"PATH": str(Path(PY).parent)}  # the venv's mpiexec (mpich wheel)
     assert line(LaunchRequest(("python", "x.py"), nprocs=2), env) == f"mpiexec -n 2 {WRAP} python x.py"
     got = line(LaunchRequest(("python", "x.py"), nprocs=2), {"PATH": "/nonexistent"})
-    assert got == (f"{PY} -m auroragpt.dist.elastic --standalone --nnodes 1 --nproc-per-node 2 --no-python "
+    assert got == (f"{PY} -m auroragpt.runtime.elastic --standalone --nnodes 1 --nproc-per-node 2 --no-python "
                    f"{WRAP} python x.py")
     got = line(LaunchRequest(("python", "x.py"), nprocs=3, launcher="torchrun"), env)
     assert "--nproc-per-node 3 --no-python" in got
@@ -137,14 +137,14 @@ def test_inconsistent_choices_rejected(tmp_path: Path, request_kwargs: dict, mes
 def test_cli_dry_run_prints_the_whole_pbs_command(tmp_path: Path) -> None:
     env = child_env(**{k: v for k, v in pbs_env(tmp_path, 2).items() if k != "PATH"})
     result = run_cli("launch", "--dry-run", "--ppn", "12", "--bind", "aurora", "--", "python", "-m",
-                     "auroragpt.dist.selfcheck", env=env)
+                     "auroragpt.runtime.selfcheck", env=env)
     assert result.returncode == 0, result.stderr
     argv = shlex.split(result.stdout)
     assert os.path.samefile(argv[10], PY)  # the CLI's own interpreter (python or python3 of this venv)
     assert argv[:10] + argv[11:] == [
         "mpiexec", "--envall", "--np", "24", "--ppn", "12", "--hostfile", env["PBS_NODEFILE"],
-        "--cpu-bind", AURORA_BIND, "-m", "auroragpt.dist.rank_exec", "--",
-        "python", "-m", "auroragpt.dist.selfcheck"]
+        "--cpu-bind", AURORA_BIND, "-m", "auroragpt.runtime.rank_exec", "--",
+        "python", "-m", "auroragpt.runtime.selfcheck"]
 
 
 @pytest.mark.parametrize(
@@ -205,7 +205,7 @@ def fake_openmpi(tmp_path: Path) -> str:
 
 
 def test_mpiexec_flavour_of_the_mpich_wheel_and_open_mpi(tmp_path: Path) -> None:
-    from auroragpt.dist.launch import mpiexec_flavour
+    from auroragpt.runtime.launch import mpiexec_flavour
 
     assert mpiexec_flavour(str(Path(PY).parent / "mpiexec")) == "MPICH hydra"
     assert mpiexec_flavour(str(Path(fake_openmpi(tmp_path)) / "mpiexec")) == "Open MPI"

@@ -1,7 +1,7 @@
 """One call to get a working process group on any machine, and seeds that never collide.
 
-`setup()` reads the launcher's variables (dist/env.py), picks the device and backend
-(dist/device.py), sets this rank's device BEFORE the process group forms, agrees on
+`setup()` reads the launcher's variables (runtime/env.py), picks the device and backend
+(runtime/device.py), sets this rank's device BEFORE the process group forms, agrees on
 MASTER_ADDR/MASTER_PORT, initialises torch.distributed (only when world size > 1) and returns
 an immutable `DistInfo`. Calling it again returns the same object; `teardown()` undoes it.
 """
@@ -16,8 +16,8 @@ import socket
 from typing import Any
 
 from auroragpt import envvars
-from auroragpt.dist import device as device_mod
-from auroragpt.dist.env import SLURM_NODELISTS, SLURM_STEP_ID, RankInfo, launched_by_mpi, read_rank_info
+from auroragpt.runtime import device as device_mod
+from auroragpt.runtime.env import SLURM_NODELISTS, SLURM_STEP_ID, RankInfo, launched_by_mpi, read_rank_info
 from auroragpt.errors import DistError
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -162,7 +162,7 @@ def _agree_on_master(ranks: RankInfo) -> None:
             proposal = ("127.0.0.1" if single_node else socket.gethostname(), free_port())
         addr, port = comm.bcast(proposal, root=0)
     elif ranks.launcher == "slurm" and any(os.environ.get(name) for name in SLURM_NODELISTS):
-        from auroragpt.dist.scheduler import expand_nodelist
+        from auroragpt.runtime.scheduler import expand_nodelist
 
         nodelist = next(os.environ[name] for name in SLURM_NODELISTS if os.environ.get(name))
         addr = expand_nodelist(nodelist)[0]  # the step's first host runs rank 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from auroragpt.dist.device import detect_backend, detect_device, device_name
-from auroragpt.dist.env import read_rank_info, slurm_tasks_on_node
-from auroragpt.dist.setup import seed_everything, seed_for_rank, setup, teardown
+from auroragpt.runtime.device import detect_backend, detect_device, device_name
+from auroragpt.runtime.env import read_rank_info, slurm_tasks_on_node
+from auroragpt.runtime.setup import seed_everything, seed_for_rank, setup, teardown
 from auroragpt.errors import DistError
 
 
@@ -48,8 +48,8 @@ def test_rank_info_from_each_launcher(env: dict, expected: tuple) -> None:
 def test_slurm_rendezvous_uses_the_step_hosts_and_step_id(clean_env: pytest.MonkeyPatch) -> None:
     """`srun --nodelist` may run a step on hosts other than the allocation's first: rank 0's host is
     the step's first, and two steps of one job do not pick the same port."""
-    from auroragpt.dist.env import RankInfo
-    from auroragpt.dist.setup import _agree_on_master
+    from auroragpt.runtime.env import RankInfo
+    from auroragpt.runtime.setup import _agree_on_master
 
     ranks = RankInfo(0, 0, 4, 2, "slurm")
     ports = set()
@@ -146,7 +146,7 @@ def test_ccl_backend_plugin_is_imported_before_use(tmp_path, monkeypatch: pytest
     """torch.distributed knows "ccl" only after oneccl_bindings_for_pytorch is imported."""
     import sys
 
-    from auroragpt.dist.device import register_backend
+    from auroragpt.runtime.device import register_backend
 
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "oneccl_bindings_for_pytorch", raising=False)

@@ -1,4 +1,4 @@
-"""`python -m auroragpt.dist.selfcheck`: prove the distributed runtime works on this job.
+"""`python -m auroragpt.runtime.selfcheck`: prove the distributed runtime works on this job.
 
 Every rank calls setup() and reports what it found; rank 0 prints the topology table. Then an
 all-reduce whose answer is known, and a few DDP steps of a small MLP after which every rank must
@@ -69,7 +69,7 @@ def check_ddp(info, steps: int = DDP_STEPS) -> float:
 def main() -> int:
     import torch.distributed as dist
 
-    from auroragpt.dist.setup import setup, teardown
+    from auroragpt.runtime.setup import setup, teardown
     from auroragpt.errors import AuroraError
 
     try:

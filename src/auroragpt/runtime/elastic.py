@@ -1,4 +1,4 @@
-"""`python -m auroragpt.dist.elastic ARGS`: torch's elastic launcher (`torch.distributed.run`, the
+"""`python -m auroragpt.runtime.elastic ARGS`: torch's elastic launcher (`torch.distributed.run`, the
 engine behind `torchrun`) with the same arguments, minus its exception traceback.
 
 When a rank fails or the job is interrupted, `torchrun` ends in a Python traceback and a table that

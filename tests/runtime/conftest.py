@@ -1,9 +1,9 @@
-"""Fixtures for tests/dist."""
+"""Fixtures for tests/runtime."""
 
 from __future__ import annotations
 
 import pytest
-from dist_cli_helpers import FOREIGN
+from runtime_cli_helpers import FOREIGN
 
 
 @pytest.fixture
