@@ -7,7 +7,8 @@ import torch
 from evalexport_models import make_model
 
 from auroragpt.errors import ConfigError
-from auroragpt.model.generate import StaticKVCache, generate, sample_next
+from auroragpt.model.generate import generate, sample_next
+from auroragpt.model.kvcache import SlotKVCache
 
 PROMPTS = [[5, 17, 33, 2, 9], [101], [7, 7, 8, 250, 3, 4, 11, 60, 1]]
 
@@ -47,15 +48,18 @@ def test_sample_next_respects_top_k_and_top_p():
     assert picks == {1}
 
 
-def test_cache_mask_hides_left_padding():
-    cache = StaticKVCache(batch_size=2, max_len=6, pad_lengths=[2, 0])
-    k = torch.zeros(2, 1, 4, 8)
-    _, _, mask = cache.update(0, k, k)
-    assert mask.shape == (2, 1, 4, 4)
-    assert mask[0, 0, 3].tolist() == [False, False, True, True]
-    assert mask[1, 0, 3].tolist() == [True, True, True, True]
-    _, _, mask = cache.update(0, k[:, :, :1], k[:, :, :1])
-    assert mask[0, 0, 0].tolist() == [False, False, True, True, True]
+def test_slot_cache_rows_at_different_positions_match_full_recompute():
+    model = make_model()
+    cache = SlotKVCache(model, slots=2, max_len=16)
+    with torch.no_grad():
+        cache.prefill(model, 0, PROMPTS[0], chunk=2)  # three chunks
+        cache.prefill(model, 1, PROMPTS[1])
+        logits = cache.decode(model, torch.tensor([40, 41]), torch.tensor([5, 1]))
+        assert torch.allclose(logits[0], model(torch.tensor([PROMPTS[0] + [40]]))[0, -1], atol=1e-5)
+        assert torch.allclose(logits[1], model(torch.tensor([PROMPTS[1] + [41]]))[0, -1], atol=1e-5)
+        cache.move(0, 1, 6)  # slot 1 now continues row 0
+        moved = cache.decode(model, torch.tensor([7, 42]), torch.tensor([1, 6]))
+        assert torch.allclose(moved[1], model(torch.tensor([PROMPTS[0] + [40, 42]]))[0, -1], atol=1e-5)
 
 
 def test_too_long_request_is_a_clear_error():

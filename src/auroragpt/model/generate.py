@@ -1,9 +1,10 @@
-"""Text generation for a `GPT`: a contiguous KV cache, sampling, and a full-recompute reference.
+"""Text generation for a loaded `GPT`: a fixed batch of prompts, continued token by token.
 
-Prompts of different lengths share one batch by left padding: every row writes its keys into the
-same cache slot, while `positions` keeps each row's own rotary positions and the cache's mask hides
-the padding. The cache is what `GPT.forward` expects (`update(layer_id, k, v)`), so evaluation,
-export checks and the server all generate through this one function.
+Each prompt is prefilled into its own slot of a `SlotKVCache` and every decode step feeds one
+token per row at that row's own position, so prompts of different lengths share a batch without
+padding. Tokens are picked by `sampling.sample_next`. The serving engine uses the same cache and
+sampler with continuous batching on top; evaluation, the export checks and post-training call
+`generate` (token ids) or `complete` (text).
 """
 
 from __future__ import annotations
@@ -13,73 +14,22 @@ from collections.abc import Sequence
 import torch
 
 from auroragpt.errors import ConfigError
+from auroragpt.model.kvcache import SlotKVCache
+from auroragpt.model.sampling import SEED_MAX, SEED_MIN, sample_next, seeded_generator
+
+__all__ = ["complete", "generate", "sample_next"]
 
 
-class StaticKVCache:
-    """Keys and values of every layer in preallocated [B, kv_heads, max_len, head_dim] buffers.
-
-    Buffers are allocated on the first `update` of each layer, from the shape of the keys, so the
-    cache needs no knowledge of the model's head counts. `pad_lengths[b]` leading slots of row b
-    are padding: no query attends to them (except a padding query to itself, which keeps softmax
-    finite).
-    """
-
-    def __init__(self, batch_size: int, max_len: int, pad_lengths: Sequence[int] | None = None,
-                 device: torch.device | str = "cpu") -> None:
-        self.batch_size = batch_size
-        self.max_len = max_len
-        self.device = torch.device(device)
-        pads = list(pad_lengths) if pad_lengths is not None else [0] * batch_size
-        if len(pads) != batch_size:
-            raise ValueError(f"pad_lengths has {len(pads)} entries for a batch of {batch_size}")
-        self.pad_lengths = torch.tensor(pads, dtype=torch.long, device=self.device)
-        self._keys: dict[int, torch.Tensor] = {}
-        self._values: dict[int, torch.Tensor] = {}
-        self._filled: dict[int, int] = {}
-        self._mask_key: tuple[int, int] | None = None
-        self._mask: torch.Tensor | None = None
-
-    @property
-    def length(self) -> int:
-        """Slots written so far (the same for every layer once a forward pass completes)."""
-        return max(self._filled.values(), default=0)
-
-    def update(self, layer_id: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        start = self._filled.get(layer_id, 0)
-        new = k.shape[2]
-        end = start + new
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; asked to write up to {end}")
-        if layer_id not in self._keys:
-            shape = (self.batch_size, k.shape[1], self.max_len, k.shape[3])
-            self._keys[layer_id] = torch.empty(shape, dtype=k.dtype, device=k.device)
-            self._values[layer_id] = torch.empty(shape, dtype=v.dtype, device=v.device)
-        self._keys[layer_id][:, :, start:end] = k
-        self._values[layer_id][:, :, start:end] = v
-        self._filled[layer_id] = end
-        return self._keys[layer_id][:, :, :end], self._values[layer_id][:, :, :end], self._mask_for(start, new)
-
-    def _mask_for(self, start: int, new: int) -> torch.Tensor:
-        """[B, 1, new, start+new]: causal, padding hidden; computed once per step for all layers."""
-        if self._mask_key != (start, new):
-            end = start + new
-            keys = torch.arange(end, device=self.device)
-            queries = torch.arange(start, end, device=self.device)
-            causal = keys[None, :] <= queries[:, None]
-            real_key = keys[None, :] >= self.pad_lengths[:, None]
-            itself = keys[None, :] == queries[:, None]
-            mask = causal[None] & (real_key[:, None, :] | itself[None])
-            self._mask, self._mask_key = mask[:, None], (start, new)
-        return self._mask
-
-
-def _check_lengths(model: torch.nn.Module, prompt_ids: list[list[int]], max_new_tokens: int) -> int:
+def _check_request(model: torch.nn.Module, prompt_ids: list[list[int]], max_new_tokens: int,
+                   seed: int | None) -> None:
     if not prompt_ids:
         raise ConfigError("generate: no prompts given")
     if any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("generate: a prompt has no tokens", hint="start empty prompts with the BOS or end-of-document token")
     if max_new_tokens < 0:
         raise ConfigError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+    if seed is not None and not SEED_MIN <= seed <= SEED_MAX:
+        raise ConfigError(f"generate: seed {seed} is outside [{SEED_MIN}, {SEED_MAX}]")
     longest = max(len(p) for p in prompt_ids)
     limit = model.cfg.max_seq_len
     if longest + max_new_tokens > limit:
@@ -93,39 +43,6 @@ def _check_lengths(model: torch.nn.Module, prompt_ids: list[list[int]], max_new_
         bad = [t for t in prompt if not 0 <= t < vocab]
         if bad:
             raise ConfigError(f"generate: prompt {row} has token id {bad[0]} outside the vocabulary [0, {vocab})")
-    return longest
-
-
-def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Next token per row from logits [B, V]: argmax when temperature == 0, else top-k/top-p sampling."""
-    if temperature <= 0.0:
-        return logits.argmax(dim=-1)
-    scores = logits.float() / temperature
-    if 0 < top_k < scores.shape[-1]:
-        kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
-        probs = sorted_scores.softmax(dim=-1)
-        # Drop a token when the tokens ranked above it already reach top_p (the first always stays).
-        drop = (probs.cumsum(dim=-1) - probs) >= top_p
-        sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
-        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
-    probs = scores.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    if seed is None:
-        return None
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _collect(new_tokens: list[list[int]], stop_ids: frozenset[int], done: list[bool], step_tokens: list[int]) -> None:
@@ -145,56 +62,67 @@ def generate(model: torch.nn.Module, prompt_ids: list[list[int]], max_new_tokens
              use_cache: bool = True) -> list[list[int]]:
     """New tokens for each prompt (without the prompt, without the stop token that ended it).
 
-    Greedy when temperature == 0. `seed` makes sampling reproducible. `use_cache=False` recomputes
-    the whole sequence of each row at every step: slow, and the reference the cache is tested against.
+    Greedy when temperature == 0. `seed` makes sampling reproducible (one generator for the batch,
+    drawn once per step for every row). `use_cache=False` recomputes the whole sequence of each row
+    at every step: slow, and the reference the cache is tested against.
     """
-    _check_lengths(model, prompt_ids, max_new_tokens)
-    if not use_cache:
-        return _generate_recompute(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, stop_ids, seed)
-    device = _model_device(model)
-    generator = _generator(seed, device)
+    _check_request(model, prompt_ids, max_new_tokens, seed)
     stops = frozenset(int(s) for s in stop_ids)
-    batch = len(prompt_ids)
-    longest = max(len(p) for p in prompt_ids)
-    pads = [longest - len(p) for p in prompt_ids]
-    tokens = torch.zeros(batch, longest, dtype=torch.long, device=device)
-    for row, prompt in enumerate(prompt_ids):
-        tokens[row, pads[row]:] = torch.tensor(prompt, dtype=torch.long, device=device)
-    pad_t = torch.tensor(pads, dtype=torch.long, device=device)
-    positions = (torch.arange(longest, device=device)[None, :] - pad_t[:, None]).clamp(min=0)
-    cache = StaticKVCache(batch, longest + max_new_tokens, pads, device=device)
-    new_tokens: list[list[int]] = [[] for _ in range(batch)]
-    done = [False] * batch
-    if max_new_tokens == 0:
-        return new_tokens
-    logits = model(tokens, positions=positions, cache=cache)[:, -1]
-    for step in range(max_new_tokens):
-        nxt = sample_next(logits, temperature, top_p, top_k, generator)
-        _collect(new_tokens, stops, done, nxt.tolist())
-        if all(done) or step == max_new_tokens - 1:
-            break
-        positions = positions[:, -1:] + 1
-        logits = model(nxt[:, None], positions=positions, cache=cache)[:, -1]
-    return new_tokens
-
-
-def _generate_recompute(model: torch.nn.Module, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float,
-                        top_p: float, top_k: int, stop_ids: Sequence[int], seed: int | None) -> list[list[int]]:
-    """Each row run alone and unpadded over its whole sequence at every step; no cache, no mask."""
-    device = _model_device(model)
-    generator = _generator(seed, device)
-    stops = frozenset(int(s) for s in stop_ids)
-    sequences = [list(p) for p in prompt_ids]
     new_tokens: list[list[int]] = [[] for _ in prompt_ids]
     done = [False] * len(prompt_ids)
-    for _ in range(max_new_tokens):
-        rows = []
-        for seq in sequences:
-            rows.append(model(torch.tensor([seq], dtype=torch.long, device=device))[0, -1])
-        nxt = sample_next(torch.stack(rows), temperature, top_p, top_k, generator).tolist()
-        _collect(new_tokens, stops, done, nxt)
-        if all(done):
+    if max_new_tokens == 0:
+        return new_tokens
+    generator = seeded_generator(seed)
+    step = _recompute_step(model, prompt_ids) if not use_cache else _cached_step(model, prompt_ids, max_new_tokens)
+    logits = step(None)
+    for i in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_p, top_k, generator)
+        _collect(new_tokens, stops, done, nxt.tolist())
+        if all(done) or i == max_new_tokens - 1:
             break
-        for seq, token in zip(sequences, nxt):
-            seq.append(token)
+        logits = step(nxt)
     return new_tokens
+
+
+def _cached_step(model: torch.nn.Module, prompt_ids: list[list[int]], max_new_tokens: int):
+    """A function: None -> logits after the prompts; tokens [B] -> logits after feeding them."""
+    cache = SlotKVCache(model, len(prompt_ids), max(len(p) for p in prompt_ids) + max_new_tokens)
+    positions = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+
+    def step(tokens: torch.Tensor | None) -> torch.Tensor:
+        nonlocal positions
+        if tokens is None:
+            return torch.stack([cache.prefill(model, row, prompt) for row, prompt in enumerate(prompt_ids)])
+        logits = cache.decode(model, tokens, positions)
+        positions = positions + 1
+        return logits
+
+    return step
+
+
+def _recompute_step(model: torch.nn.Module, prompt_ids: list[list[int]]):
+    """Like `_cached_step`, but each row runs alone and unpadded over its whole sequence, no cache."""
+    device = next(model.parameters()).device
+    sequences = [list(p) for p in prompt_ids]
+
+    def step(tokens: torch.Tensor | None) -> torch.Tensor:
+        if tokens is not None:
+            for seq, token in zip(sequences, tokens.tolist()):
+                seq.append(token)
+        return torch.stack([model(torch.tensor([seq], dtype=torch.long, device=device))[0, -1] for seq in sequences])
+
+    return step
+
+
+def complete(model: torch.nn.Module, tokenizer, prompts: list[str], max_new_tokens: int, *, temperature: float = 0.0,
+             top_p: float = 1.0, top_k: int = 0, seed: int | None = None, stop_at_eod: bool = True) -> list[str]:
+    """Text completions for text prompts (the tokenizer's `encode`/`decode`/`eod_id`).
+
+    An empty prompt starts from the end-of-document token; generation of a row ends at
+    end-of-document unless `stop_at_eod` is False.
+    """
+    eod = getattr(tokenizer, "eod_id", None)
+    ids = [tokenizer.encode(p) if p else [eod] for p in prompts]
+    stops = (eod,) if stop_at_eod and eod is not None else ()
+    new = generate(model, ids, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, stop_ids=stops, seed=seed)
+    return [tokenizer.decode(tokens) for tokens in new]

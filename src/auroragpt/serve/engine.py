@@ -1,10 +1,12 @@
-"""The generation engine: a per-slot KV cache and continuous batching of concurrent requests.
+"""The generation engine: continuous batching of concurrent requests over the model's KV cache.
 
 One background thread owns the model. Between decode steps it admits waiting requests into free
-slots (prefilling each prompt into its slot), then runs one decode step for every running request
-at once: each row sits at its own position, so rotary angles and the attention mask are per row.
-Running rows are kept packed in slots 0..b-1 (a finished row is replaced by the last one), so a
-decode step reads the cache as a plain slice without gathering.
+slots of a `model.kvcache.SlotKVCache` (prefilling each prompt into its slot), then runs one decode
+step for every running request at once, each row at its own position. Running rows are kept packed
+in slots 0..b-1 (a finished row is replaced by the last one), so a decode step reads the cache as a
+plain slice without gathering. Tokens are picked by `model.sampling.sample_next`, the sampler
+`model.generate` uses too. A request that cannot be sampled or prefilled fails alone; only a
+failing decode step (a bug, out of memory) fails the rows that were in it.
 
 Requests talk to the loop through a `sink` callable that receives `StreamEvent`s; the HTTP layer
 passes one that hops onto its event loop, the blocking helpers pass a `queue.Queue.put`.
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 
 from auroragpt.log import get_logger
+from auroragpt.model.kvcache import SlotKVCache
+from auroragpt.model.sampling import SEED_MAX, SEED_MIN, sample_next
 
 log = get_logger(__name__)
 
@@ -45,14 +49,18 @@ class SamplingParams:
     def validate(self) -> None:
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
-        if self.temperature < 0:
+        if not self.temperature >= 0:
             raise ValueError("temperature must be >= 0")
+        if not self.temperature <= 2:
+            raise ValueError("temperature must be <= 2")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError("top_k must be >= 0")
         if any(not s for s in self.stop):
             raise ValueError("stop sequences must be non-empty strings")
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be an integer in [{SEED_MIN}, {SEED_MAX}]")
 
 
 @dataclass
@@ -104,44 +112,10 @@ class RequestHandle:
     def cancel(self) -> None:
         self._request.cancelled = True
 
-
-class _PrefillCache:
-    """Cache view for prefilling one chunk of a prompt (positions start..) into one slot.
-
-    Returns all keys so far with mask None: the model aligns the chunk's queries causally at the
-    end of the keys.
-    """
-
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], slot: int, start: int) -> None:
-        self.keys, self.values, self.slot, self.start = keys, values, slot, start
-
-    def update(self, layer_id: int, k: torch.Tensor, v: torch.Tensor):
-        end = self.start + k.shape[2]
-        self.keys[layer_id][self.slot, :, self.start:end] = k[0]
-        self.values[layer_id][self.slot, :, self.start:end] = v[0]
-        if self.start == 0:
-            return k, v, None
-        rows = slice(self.slot, self.slot + 1)
-        return self.keys[layer_id][rows, :, :end], self.values[layer_id][rows, :, :end], None
-
-
-class _DecodeCache:
-    """Cache view for one decode step of rows 0..b-1, each at its own position."""
-
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], positions: torch.Tensor) -> None:
-        self.keys, self.values = keys, values
-        self.rows = torch.arange(positions.shape[0], device=positions.device)
-        self.positions = positions
-        self.length = int(positions.max().item()) + 1
-        span = torch.arange(self.length, device=positions.device)
-        self.mask = (span[None, :] <= positions[:, None])[:, None, None, :]  # [b, 1, 1, S]
-
-    def update(self, layer_id: int, k: torch.Tensor, v: torch.Tensor):
-        b = self.rows.shape[0]
-        keys, values = self.keys[layer_id], self.values[layer_id]
-        keys[self.rows, :, self.positions] = k[:, :, 0]
-        values[self.rows, :, self.positions] = v[:, :, 0]
-        return keys[:b, :, : self.length], values[:b, :, : self.length], self.mask
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens generated so far (a cancelled request stops growing)."""
+        return len(self._request.generated)
 
 
 def _emit(request: _Request, event: StreamEvent) -> None:
@@ -153,21 +127,9 @@ def _emit(request: _Request, event: StreamEvent) -> None:
         request.cancelled = True
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """One token id from a [V] row of logits under temperature, top-k and top-p."""
-    if params.temperature == 0:
-        return int(torch.argmax(logits).item())
-    logits = logits.float().cpu() / params.temperature
-    if params.top_k and params.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, params.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator).item())
+def _fail(request: _Request, message: str) -> None:
+    """End one request with an error event."""
+    _emit(request, StreamEvent("", [], True, "error", len(request.prompt_ids), len(request.generated), message))
 
 
 class Engine:
@@ -187,9 +149,7 @@ class Engine:
         self.max_seq_len = min(max_seq_len or cfg.max_seq_len, cfg.max_seq_len)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        shape = (max_batch, cfg.n_kv_heads, self.max_seq_len, cfg.head_dim)
-        self._keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(cfg.n_layers)]
-        self._values = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(cfg.n_layers)]
+        self._cache = SlotKVCache(model, max_batch, self.max_seq_len)
         self._eod = getattr(tokenizer, "eod_id", None)
         self._waiting: deque[_Request] = deque()
         self._running: list[_Request] = []  # row i of the cache belongs to _running[i]
@@ -294,17 +254,19 @@ class Engine:
                     self._admit()
                     if self._running:
                         self._decode_step()
-            except Exception as err:  # a bug or out-of-memory: fail the requests, keep serving
+            except Exception as err:  # a bug or out-of-memory: fail the rows of this step, keep serving
                 log.exception("engine step failed")
-                self._fail_all(f"{type(err).__name__}: {err}")
-        self._fail_all("the server is shutting down")
+                self._fail(f"{type(err).__name__}: {err}", waiting_too=False)
+        self._fail("the server is shutting down", waiting_too=True)
 
-    def _fail_all(self, message: str) -> None:
+    def _fail(self, message: str, waiting_too: bool) -> None:
         with self._wake:
-            victims = self._running + list(self._waiting)
-            self._running, self._waiting = [], deque()
+            victims = self._running + (list(self._waiting) if waiting_too else [])
+            self._running = []
+            if waiting_too:
+                self._waiting = deque()
         for request in victims:
-            _emit(request, StreamEvent("", [], True, "error", len(request.prompt_ids), len(request.generated), message))
+            _fail(request, message)
 
     def _admit(self) -> None:
         while len(self._running) < self.max_batch:
@@ -315,23 +277,23 @@ class Engine:
             if request.cancelled:
                 continue
             slot = len(self._running)
-            ids = request.prompt_ids
-            for start in range(0, len(ids), self.prefill_chunk):
-                chunk = torch.tensor([ids[start: start + self.prefill_chunk]], device=self.device)
-                positions = None if start == 0 else torch.arange(start, start + chunk.shape[1], device=self.device)[None]
-                logits = self.model(chunk, positions, _PrefillCache(self._keys, self._values, slot, start))
-            request.position = len(ids)
+            try:
+                logits = self._cache.prefill(self.model, slot, request.prompt_ids, self.prefill_chunk)
+            except Exception as err:  # this prompt alone: the slot is still free
+                log.exception("prefill failed")
+                _fail(request, f"{type(err).__name__}: {err}")
+                continue
+            request.position = len(request.prompt_ids)
             self._running.append(request)
-            self._accept(slot, logits[0, -1])
+            self._accept(slot, logits)
         self._drop_finished()
 
     def _decode_step(self) -> None:
         running = self._running
         tokens = torch.tensor([[r.generated[-1]] for r in running], device=self.device)
         positions = torch.tensor([r.position for r in running], device=self.device)
-        logits = self.model(tokens, positions[:, None], _DecodeCache(self._keys, self._values, positions))
+        last = self._cache.decode(self.model, tokens[:, 0], positions)
         self.steps += 1
-        last = logits[:, -1]
         greedy = last.argmax(dim=-1).tolist()  # one call for every row; sampled rows redo their own
         for row, request in enumerate(running):
             request.position += 1
@@ -347,7 +309,14 @@ class Engine:
         if greedy is not None and request.params.temperature == 0:
             token = greedy
         else:
-            token = sample_next(logits, request.params, request.generator)
+            p = request.params
+            try:
+                token = int(sample_next(logits, p.temperature, p.top_p, p.top_k, request.generator)[0])
+            except Exception as err:  # this request alone; the others in the step go on
+                log.warning("sampling failed for one request: %s", err)
+                _fail(request, f"{type(err).__name__}: {err}")
+                request.done = True
+                return
         reason = None
         if self._eod is not None and token == self._eod and not request.params.ignore_eos:
             reason = "stop"
@@ -383,10 +352,7 @@ class Engine:
             if self._running[row].done:
                 last = len(self._running) - 1
                 if row != last:
-                    length = self._running[last].position
-                    for cache in (self._keys, self._values):
-                        for layer in cache:
-                            layer[row, :, :length] = layer[last, :, :length]
+                    self._cache.move(last, row, self._running[last].position)
                     self._running[row] = self._running[last]
                 self._running.pop()
             row -= 1
