@@ -40,6 +40,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _check_public_address(args: argparse.Namespace) -> None:
+    """No public address without keys, whichever engine serves (checked before choosing one)."""
+    from auroragpt.serve.auth import KeyChecker
+    from auroragpt.serve.server import require_keys_off_loopback
+    from auroragpt.serve.vllm_engine import vllm_keys
+
+    has_keys = bool(vllm_keys(args)) if args.engine == "vllm" else KeyChecker.from_sources(args.api_keys_file).enabled
+    require_keys_off_loopback(args.host, has_keys, args.allow_no_auth)
+
+
 def run(args: argparse.Namespace) -> int:
     from auroragpt.errors import ConfigError
     from auroragpt.log import configure
@@ -51,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.path:
         raise ConfigError("serve needs a checkpoint, model folder or HF folder", hint="auroragpt serve PATH [--port 8000]")
     configure()
+    _check_public_address(args)
     if args.engine == "vllm":
         from auroragpt.serve.vllm_engine import run_vllm
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from auroragpt.atomic import write_atomically
 from auroragpt.log import get_logger
-from auroragpt.serve.protocol import APIError
+from auroragpt.serve.protocol import APIError, parse_json
 
 log = get_logger(__name__)
 
@@ -78,6 +78,21 @@ class BatchStore:
         self.get_file(fid, owner)
         return (self.dir / "files" / fid).read_bytes()
 
+    def list_files(self, owner: str, purpose: str | None = None) -> list[dict]:
+        """The owner's files, newest first (as OpenAI lists them)."""
+        mine = [f for fid, f in self.files.items() if self.owners[fid] == owner and purpose in (None, f["purpose"])]
+        return sorted(mine, key=lambda f: f["created_at"], reverse=True)
+
+    def delete_file(self, fid: str, owner: str) -> dict:
+        """Forget a file and remove it from disk; a batch still reading it as input is refused."""
+        self.get_file(fid, owner)
+        if any(b["input_file_id"] == fid and b["status"] in ("validating", "in_progress") for b in self.batches.values()):
+            raise APIError(409, f"file {fid} is the input of a running batch; cancel the batch first",
+                           param="file_id", code="file_in_use")
+        (self.dir / "files" / fid).unlink(missing_ok=True)
+        del self.files[fid], self.owners[fid]
+        return {"id": fid, "object": "file", "deleted": True}
+
     # ---- batches ----------------------------------------------------------------------------
 
     def get_batch(self, bid: str, owner: str) -> dict:
@@ -86,7 +101,8 @@ class BatchStore:
         return self.batches[bid]
 
     def list_batches(self, owner: str) -> list[dict]:
-        return [b for bid, b in self.batches.items() if self.owners[bid] == owner]
+        """The owner's batches, newest first (as OpenAI lists them)."""
+        return [b for bid, b in reversed(self.batches.items()) if self.owners[bid] == owner]
 
     def create_batch(self, body: Any, owner: str) -> dict:
         if not isinstance(body, dict):
@@ -95,7 +111,7 @@ class BatchStore:
         endpoint = body.get("endpoint")
         window = body.get("completion_window", "24h")
         if not isinstance(input_file_id, str):
-            raise APIError(422, "input_file_id: field required", param="input_file_id")
+            raise APIError(400, "input_file_id: a string file id is required", param="input_file_id")
         if endpoint not in BATCH_ENDPOINTS:
             raise APIError(400, f"endpoint must be one of {list(BATCH_ENDPOINTS)}", param="endpoint")
         if window != "24h":
@@ -129,9 +145,9 @@ class BatchStore:
             if not raw.strip():
                 continue
             try:
-                line = json.loads(raw)
-            except ValueError as err:
-                errors.append({"code": "invalid_json_line", "message": f"line {number}: not JSON ({err})", "param": None, "line": number})
+                line = parse_json(raw, f"line {number}")
+            except APIError as err:
+                errors.append({"code": "invalid_json_line", "message": err.message, "param": None, "line": number})
                 continue
             problem = None
             if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):

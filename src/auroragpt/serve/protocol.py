@@ -2,11 +2,13 @@
 
 Kept apart from the routes so the HTTP handlers and the batch runner build requests and answers
 the same way. Parameters we do not implement (n > 1, logprobs, echo, tools, penalties) are
-refused with a 400 naming them, never accepted and ignored.
+refused with a 400 naming them, never accepted and ignored. Types are strict, as OpenAI's are:
+`"4"`, `true` or `4.5` are not a max_tokens, `"0.5"` is not a temperature.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from auroragpt.model.sampling import SEED_MAX, SEED_MIN
 from auroragpt.serve.engine import SamplingParams, StreamEvent
 
 # Used when the tokenizer ships no chat template: role tags on their own lines.
@@ -38,8 +41,45 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+# Deeper JSON is refused before it reaches code that recurses over it (OpenAI bodies need < 10).
+MAX_JSON_DEPTH = 64
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of decoded JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def parse_json(raw: bytes | str, what: str = "the request body") -> Any:
+    """Decoded JSON, or a 400 for text that is not JSON (NaN and Infinity included) or nests too deep."""
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        value = None
+        too_deep = True
+    except ValueError as err:
+        raise APIError(400, f"{what} is not valid JSON: {err}", code="invalid_json") from None
+    else:
+        too_deep = _depth(value) > MAX_JSON_DEPTH
+    if too_deep:
+        raise APIError(400, f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+    return value
+
+
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = None
     temperature: float = Field(1.0, ge=0, le=2)
@@ -47,7 +87,7 @@ class _Common(BaseModel):
     top_k: int = Field(0, ge=0)  # an extension, as in vLLM; 0 = off
     ignore_eos: bool = False  # an extension, as in vLLM
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     n: int = 1
@@ -65,7 +105,7 @@ class CompletionRequest(_Common):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
@@ -79,10 +119,14 @@ class ChatRequest(_Common):
 
 
 def validation_error(err: ValidationError) -> APIError:
-    """The first schema problem as a 422 naming the field."""
+    """The first schema problem as a 400 naming the field (OpenAI answers type errors with 400)."""
     first = err.errors()[0]
-    param = ".".join(str(p) for p in first.get("loc", ())) or None
-    return APIError(422, f"{param or 'body'}: {first.get('msg', 'invalid value')}", param=param, code="invalid_value")
+    loc = [str(p) for p in first.get("loc", ())]
+    param = loc[0] if loc else None
+    message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid value')}"
+    if param == "seed":
+        message = f"seed must be an integer in [{SEED_MIN}, {SEED_MAX}] (-2**63 .. 2**64-1)"
+    return APIError(400, message, param=param, code="invalid_value")
 
 
 def _refuse_unsupported(req: _Common) -> None:

@@ -73,6 +73,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def require_keys_off_loopback(host: str, has_keys: bool, allow_no_auth: bool) -> None:
+    """The public-address rule, for every engine: no address other than loopback without keys
+    unless the user says --allow-no-auth."""
+    if not has_keys and not _is_loopback(host) and not allow_no_auth:
+        raise ConfigError(f"refusing to serve on {host} without API keys",
+                          hint="give --api-keys-file (lines from `auroragpt serve --hash-key KEY`) or AURORAGPT_API_KEYS, "
+                          "or pass --allow-no-auth")
+
+
 def _check_address(host: str, port: int) -> None:
     """A port out of range, in use, or a host that is not this machine's: one clear error."""
     import socket
@@ -107,12 +116,9 @@ def run_server(args: argparse.Namespace) -> int:
     from auroragpt.serve.ratelimit import RateLimiter
 
     _check_address(args.host, args.port)  # before minutes of model loading, not after
+    # The public-address rule was checked by the `serve` command, for every engine.
     keys = KeyChecker.from_sources(args.api_keys_file)
     if not keys.enabled:
-        if not _is_loopback(args.host) and not args.allow_no_auth:
-            raise ConfigError(f"refusing to serve on {args.host} without API keys",
-                              hint="give --api-keys-file (lines from `auroragpt serve --hash-key KEY`) or AURORAGPT_API_KEYS, "
-                              "or pass --allow-no-auth")
         log.warning("no API keys configured: every caller is accepted")
     for name in ("max_batch", "max_tokens_cap", "max_body_bytes", "max_file_bytes"):
         if getattr(args, name) < 1:

@@ -1,0 +1,1 @@
+"""The HTTP routes, one router per endpoint family; `serve.app.create_app` mounts them."""
