@@ -168,16 +168,81 @@ def test_engine_refuses_what_does_not_fit(tiny_engine):
         tiny_engine.submit([1], SamplingParams(top_p=0), lambda e: None)
 
 
-def test_cancelled_stream_frees_its_slot(tiny_engine):
-    stream = tiny_engine.stream([5, 6, 7], SamplingParams(max_tokens=40, temperature=1.0, seed=3))
-    next(stream)
-    stream.close()  # the consumer goes away: the request is cancelled
-    done = tiny_engine.generate([5, 6], SamplingParams(max_tokens=3, temperature=0), timeout_s=60)
-    assert done.completion_tokens <= 3
-    deadline = time.monotonic() + 10
-    while tiny_engine.num_running and time.monotonic() < deadline:
+def _wait_idle(engine, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (engine.num_running or engine.queue_depth) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert tiny_engine.num_running == 0
+    assert engine.num_running == 0 and engine.queue_depth == 0
+
+
+def test_cancel_stops_generation_and_frees_the_slot(tiny_engine):
+    events: queue.Queue = queue.Queue()
+    release = threading.Event()
+
+    def sink(event) -> None:  # holds the engine after the first token until the test has cancelled
+        events.put(event)
+        release.wait(10)
+
+    handle = tiny_engine.submit([5, 6, 7], SamplingParams(max_tokens=40, temperature=1.0, seed=3, ignore_eos=True), sink)
+    first = events.get(timeout=30)
+    handle.cancel()
+    release.set()
+    _wait_idle(tiny_engine)
+    assert not first.finished
+    assert handle.completion_tokens < 40 and handle.completion_tokens <= 2  # 40 asked; it stopped at once
+    while not events.empty():
+        assert not events.get().finished  # a cancelled request gets no final event
+    done = tiny_engine.generate([5, 6], SamplingParams(max_tokens=3, temperature=0), timeout_s=60)
+    assert done.token_ids == _greedy(tiny_engine.model, [5, 6], 3)  # the slot is usable again
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1e-38, 1.0), (1e-300, 1.0), (5e-324, 1e-300), (1.0, 1e-300), (2.0, 5e-324)])
+def test_extreme_sampling_values_are_greedy_and_harm_no_one(tiny_engine, temperature, top_p):
+    prompts = [[3, 4, 5], [9, 8, 7, 6]]
+    results: list = [None, None]
+
+    def go(i: int, params: SamplingParams) -> None:
+        results[i] = tiny_engine.generate(prompts[i], params, timeout_s=60)
+
+    threads = [threading.Thread(target=go, args=(0, SamplingParams(max_tokens=12, temperature=temperature, top_p=top_p, seed=5))),
+               threading.Thread(target=go, args=(1, SamplingParams(max_tokens=12, temperature=0)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results[0].token_ids == _greedy(tiny_engine.model, prompts[0], 12)
+    assert results[1].token_ids == _greedy(tiny_engine.model, prompts[1], 12)
+
+
+def test_a_request_that_cannot_be_sampled_fails_alone(tiny_engine, monkeypatch):
+    import auroragpt.serve.engine as engine_module
+    from auroragpt.model.sampling import SamplingError
+
+    real = engine_module.sample_next
+
+    def poisoned(logits, temperature, *args, **kwargs):
+        if temperature == 0.625:
+            raise SamplingError("poisoned for the test")
+        return real(logits, temperature, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "sample_next", poisoned)
+    bad: queue.Queue = queue.Queue()
+    good: queue.Queue = queue.Queue()
+    gate = threading.Event()
+
+    def good_sink(event) -> None:
+        gate.wait(10)  # the bad request is admitted while this one is running
+        good.put(event)
+
+    tiny_engine.submit([9, 8], SamplingParams(max_tokens=20, temperature=0.5, seed=1, ignore_eos=True), good_sink)
+    tiny_engine.submit([3, 4], SamplingParams(max_tokens=20, temperature=0.625, seed=1), bad.put)
+    gate.set()
+    failed = bad.get(timeout=30)
+    assert failed.finished and failed.finish_reason == "error" and "poisoned" in failed.error
+    events = [good.get(timeout=30)]
+    while not events[-1].finished:
+        events.append(good.get(timeout=30))
+    assert events[-1].error is None and events[-1].completion_tokens == 20
 
 
 def test_vllm_engine_needs_vllm_and_a_gpu(tmp_path, capsys):
@@ -186,10 +251,25 @@ def test_vllm_engine_needs_vllm_and_a_gpu(tmp_path, capsys):
     assert "vllm" in capsys.readouterr().err
 
 
-def test_serve_refuses_a_public_address_without_keys(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("engine", ["native", "vllm"])
+def test_serve_refuses_a_public_address_without_keys(tmp_path, capsys, monkeypatch, engine):
     monkeypatch.delenv("AURORAGPT_API_KEYS", raising=False)
-    assert main(["serve", str(tmp_path), "--host", "0.0.0.0"]) == 2
-    assert "without API keys" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--host", "0.0.0.0", "--engine", engine]) == 2
+    assert "without API keys" in capsys.readouterr().err  # before any engine-specific check
+
+
+def test_vllm_serves_under_the_same_model_name_rule(tmp_path):
+    import argparse
+
+    from auroragpt.serve.server import default_model_name
+    from auroragpt.serve.vllm_engine import vllm_command
+
+    step = tmp_path / "demo" / "checkpoints" / "step_00000600"
+    step.mkdir(parents=True)
+    args = argparse.Namespace(path=str(step), host="127.0.0.1", port=8000, model_name=None, max_batch=8, dtype=None,
+                              max_model_len=None)
+    cmd = vllm_command(args)
+    assert cmd[cmd.index("--served-model-name") + 1] == default_model_name(str(step)) == "demo-step_00000600"
 
 
 def test_temporary_state_folder_is_removed_at_shutdown(tmp_path):
