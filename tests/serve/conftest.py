@@ -1,4 +1,4 @@
-"""Fixtures for the serving tests: a tiny model folder with a local BPE tokenizer, and real servers.
+"""Fixtures for the serving tests: a tiny model folder with a local BPE tokenizer, real servers, in-process apps.
 
 The servers run in float64 so that batched decoding and the single-sequence reference agree on
 every greedy choice (float32 round-off could flip a near tie in an untrained model).
@@ -18,7 +18,6 @@ import pytest
 import torch
 
 KEY = "sk-test-main-key"
-LIMITED_KEY = "sk-test-limited-key"
 CONTEXT = 256
 
 _SENTENCES = [
@@ -134,25 +133,66 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def servers(model_dir, tmp_path_factory):
-    """(main, limited): both start at once; the second has tight per-key rate limits."""
+def server(model_dir, tmp_path_factory):
+    """A real `auroragpt serve` process with a keys file."""
     tmp = tmp_path_factory.mktemp("servers")
     keyfile = tmp / "keys.txt"
     from auroragpt.serve.auth import hash_key
 
     keyfile.write_text(f"# test keys\n{hash_key(KEY)}\n")
     main = Server(model_dir, tmp, ["--api-keys-file", str(keyfile), "--max-file-bytes", str(1 << 20)], env_keys="", key=KEY)
-    limited = Server(model_dir, tmp, ["--rate-limit-rps", "0.5", "--rate-limit-tpm", "250"], env_keys=LIMITED_KEY,
-                     key=LIMITED_KEY)
     try:
         main.wait_ready()
-        limited.wait_ready()
-        yield main, limited
+        yield main
     finally:
         main.close()
-        limited.close()
 
 
 @pytest.fixture(scope="session")
-def server(servers):
-    return servers[0]
+def loaded(model_dir):
+    """(model, tokenizer) of the test model, loaded once for in-process apps."""
+    from auroragpt.serve.server import load_for_serving
+
+    model, tok, _ = load_for_serving(str(model_dir), "cpu", "float64")
+    return model, tok
+
+
+def make_app(model, tokenizer, tmp: Path, *, keys: list[str] = (KEY,), limiter=None, max_body_bytes: int = 1 << 20,
+             max_batch: int = 4):
+    """An in-process app over `model` (tests drive it with TestClient or `serve_in_thread`)."""
+    from auroragpt.serve.app import ServerSettings, create_app
+    from auroragpt.serve.auth import KeyChecker, hash_key
+    from auroragpt.serve.engine import Engine
+
+    engine = Engine(model, tokenizer, max_batch=max_batch)
+    settings = ServerSettings(model_name="tiny-test", max_tokens_cap=200, max_body_bytes=max_body_bytes,
+                              state_dir=str(tmp / "state"))
+    return create_app(engine, tokenizer, settings, KeyChecker([hash_key(k) for k in keys]), limiter)
+
+
+class ThreadServer:
+    """uvicorn serving an in-process app on 127.0.0.1 from a thread: real HTTP, test-controlled app."""
+
+    def __init__(self, app) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "ThreadServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the in-thread server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

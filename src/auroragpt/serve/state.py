@@ -39,6 +39,6 @@ class ServerState:
     store: BatchStore | None = None  # set once the batch runner, which needs the state, exists
 
 
-def server_state(request: Request) -> ServerState:
+async def server_state(request: Request) -> ServerState:
     """FastAPI dependency: this app's state."""
     return request.app.state.server

@@ -15,7 +15,7 @@ from auroragpt.serve.state import ServerState, server_state
 router = APIRouter()
 
 
-def store(state: ServerState = Depends(server_state)) -> BatchStore:
+async def store(state: ServerState = Depends(server_state)) -> BatchStore:
     return state.store
 
 
