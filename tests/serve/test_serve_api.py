@@ -74,32 +74,15 @@ def test_wrong_or_missing_key_is_401(server):
     assert httpx.post(server.base + "/v1/completions", json={"prompt": "hi"}, timeout=10).status_code == 401
 
 
-def test_over_the_rate_limit_is_429_with_retry_after(servers):
-    main, limited = servers
-    client = limited.client(max_retries=0)
-    client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=2)
-    with pytest.raises(openai.RateLimitError) as err:
-        client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=2)
-    assert int(err.value.response.headers["retry-after"]) >= 1
-    time.sleep(2.1)  # the request bucket (0.5/s) refills; the token bucket (250/min) funds one 150-token request...
-    client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=150)
-    time.sleep(2.1)
-    with pytest.raises(openai.RateLimitError) as err:  # ...but not a second one
-        client.completions.create(model="tiny-test", prompt="the quick brown", max_tokens=150)
-    assert int(err.value.response.headers["retry-after"]) > 2
-    with pytest.raises(openai.AuthenticationError):
-        limited.client(key=main.key, max_retries=0).models.list()
-
-
 def test_malformed_bodies_get_openai_errors(server):
     headers = {**server.auth, "Content-Type": "application/json"}
     url = server.base + "/v1/completions"
     bad_json = httpx.post(url, content=b"{not json", headers=headers, timeout=10)
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
     missing = httpx.post(url, json={"max_tokens": 3}, headers=headers, timeout=10)
-    assert missing.status_code == 422 and missing.json()["error"]["param"] == "prompt"
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "prompt"
     wrong_type = httpx.post(url, json={"prompt": "x", "temperature": "hot"}, headers=headers, timeout=10)
-    assert wrong_type.status_code == 422 and wrong_type.json()["error"]["param"] == "temperature"
+    assert wrong_type.status_code == 400 and wrong_type.json()["error"]["param"] == "temperature"
     too_big = httpx.post(url, content=b"{" + b" " * (2 << 20) + b"}", headers=headers, timeout=10)
     assert too_big.status_code == 413
 
@@ -195,26 +178,144 @@ def test_batch_job_end_to_end(server, reference, tmp_path):
     assert client.batches.list().data[0].id == batch.id
 
 
-def test_metrics_count_requests_tokens_and_queue(server):
-    server.client().completions.create(model="tiny-test", prompt="each step", max_tokens=3, temperature=0)
-    assert httpx.get(server.base + "/metrics", timeout=10).status_code == 401
+def _metrics(server) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = httpx.get(server.base + "/metrics", headers=server.auth, timeout=10).text
-    for name in ("auroragpt_requests_total", "auroragpt_generation_tokens_total", "auroragpt_queue_depth",
-                 "auroragpt_time_to_first_token_seconds_bucket", "auroragpt_request_latency_seconds_count"):
-        assert name in text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def test_metrics_count_requests_tokens_and_queue(server):
+    before = _metrics(server)
+    out = server.client().completions.create(model="tiny-test", prompt="each step", max_tokens=3, temperature=0)
+    assert httpx.get(server.base + "/metrics", timeout=10).status_code == 401
+    after = _metrics(server)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert delta("auroragpt_requests_total{route=/v1/completions,status=200}") == 1
+    assert delta("auroragpt_requests_total{route=/metrics,status=401}") == 1
+    assert delta("auroragpt_requests_total{route=/metrics,status=200}") == 1  # the first scrape, counted once answered
+    assert delta("auroragpt_prompt_tokens_total") == out.usage.prompt_tokens > 0
+    assert delta("auroragpt_generation_tokens_total") == out.usage.completion_tokens > 0
+    assert delta("auroragpt_engine_generated_tokens") == out.usage.completion_tokens
+    assert delta("auroragpt_request_latency_seconds_count{route=/v1/completions}") == 1
+    assert delta("auroragpt_time_to_first_token_seconds_count") == 1
+    assert delta("auroragpt_abandoned_requests_total") == 0
+    assert after["auroragpt_queue_depth"] == 0 and after["auroragpt_running_requests"] == 0
 
 
 def test_a_client_that_hangs_up_frees_its_slot(server):
-    headers = server.auth
-    body = {"prompt": "the quick brown", "max_tokens": 200, "stream": True, "ignore_eos": True}
-    with httpx.stream("POST", server.base + "/v1/completions", headers=headers, json=body, timeout=30) as response:
+    before = _metrics(server)
+    body = {"prompt": "the quick brown", "max_tokens": 200, "stream": True, "ignore_eos": True, "temperature": 0}
+    with httpx.stream("POST", server.base + "/v1/completions", headers=server.auth, json=body, timeout=30) as response:
         next(response.iter_lines())
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        metrics = httpx.get(server.base + "/metrics", headers=headers, timeout=10).text
-        health = httpx.get(server.base + "/health", timeout=10).json()
-        if "auroragpt_abandoned_requests_total 1.0" in metrics and health["running"] == 0:
+        after = _metrics(server)
+        if after["auroragpt_abandoned_requests_total"] > before["auroragpt_abandoned_requests_total"] \
+                and after["auroragpt_running_requests"] == 0:
             break
         time.sleep(0.05)
-    assert "auroragpt_abandoned_requests_total 1.0" in metrics
-    assert health["running"] == 0
+    assert after["auroragpt_abandoned_requests_total"] - before["auroragpt_abandoned_requests_total"] == 1
+    assert after["auroragpt_running_requests"] == 0
+    generated = after["auroragpt_engine_generated_tokens"] - before["auroragpt_engine_generated_tokens"]
+    assert 1 <= generated < 200  # 200 asked; the engine stopped when the client left
+    counted = after["auroragpt_generation_tokens_total"] - before["auroragpt_generation_tokens_total"]
+    assert 1 <= counted <= generated
+
+
+def _post(server, path: str, content: str | bytes, method: str = "POST") -> httpx.Response:
+    return httpx.request(method, server.base + path, content=content, timeout=30,
+                         headers={**server.auth, "Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 100_000])
+def test_deeply_nested_json_is_a_400(server, depth):
+    deep = "[" * depth + "]" * depth
+    bodies = {"/v1/completions": '{"prompt": "hi", "stop": %s}', "/v1/chat/completions": '{"messages": %s}',
+              "/v1/batches": '{"input_file_id": %s, "endpoint": "/v1/completions"}'}
+    for path, template in bodies.items():
+        answer = _post(server, path, template % deep)
+        assert answer.status_code == 400, (path, answer.text[:200])
+        assert answer.json()["error"]["code"] == "invalid_json" and "deeper" in answer.json()["error"]["message"]
+    for constant in ("NaN", "Infinity"):
+        answer = _post(server, "/v1/completions", '{"prompt": "hi", "temperature": %s}' % constant)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("path, base", [("/v1/completions", {"prompt": "hi"}),
+                                        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})])
+def test_types_are_strict_as_in_the_openai_api(server, path, base):
+    refused = [("max_tokens", "4"), ("max_tokens", True), ("max_tokens", 4.5), ("temperature", "0.5"),
+               ("temperature", True), ("top_p", "1"), ("stream", "true"), ("seed", "1"), ("seed", 2 ** 64),
+               ("seed", -(2 ** 63) - 1)]
+    for field, value in refused:
+        answer = _post(server, path, json.dumps({**base, field: value}))
+        assert answer.status_code == 400, (field, value, answer.text)
+        assert answer.json()["error"]["param"] == field
+    seed = _post(server, path, json.dumps({**base, "seed": 2 ** 64}))
+    assert "seed must be an integer in" in seed.json()["error"]["message"]
+    assert "overflow" not in seed.text.lower()
+    for field, value in [("max_tokens", 4), ("temperature", 1), ("seed", 2 ** 64 - 1), ("seed", -(2 ** 63))]:
+        answer = _post(server, path, json.dumps({**base, field: value, "max_tokens": 4}))
+        assert answer.status_code == 200, (field, value, answer.text)
+
+
+def test_wrong_method_gets_allow_and_missing_key_gets_www_authenticate(server):
+    for method, path, allowed in [("PUT", "/v1/files", {"GET", "POST"}), ("GET", "/v1/completions", {"POST"}),
+                                  ("PATCH", "/v1/files/file-x", {"GET", "DELETE"})]:
+        answer = _post(server, path, b"", method=method)
+        assert answer.status_code == 405
+        assert {m.strip() for m in answer.headers["allow"].split(",")} == allowed
+        assert answer.json()["error"]["code"] == "method_not_allowed"
+    for headers in ({}, {"Authorization": "Bearer sk-wrong"}):
+        answer = httpx.get(server.base + "/v1/models", headers=headers, timeout=10)
+        assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_files_list_and_delete_with_the_openai_client(server, tmp_path):
+    client = server.client(max_retries=0)
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": {"prompt": "hi"}}\n')
+    first = client.files.create(file=path.open("rb"), purpose="batch")
+    second = client.files.create(file=path.open("rb"), purpose="batch")
+    listed = [f.id for f in client.files.list()]
+    assert first.id in listed and second.id in listed
+    assert listed.index(second.id) < listed.index(first.id)  # newest first
+    assert [f.id for f in client.files.list(purpose="batch_output") if f.id in (first.id, second.id)] == []
+    deleted = client.files.delete(first.id)
+    assert deleted.deleted and deleted.id == first.id
+    assert first.id not in [f.id for f in client.files.list()]
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.files.delete(first.id)
+    assert client.files.content(second.id).text == path.read_text()
+
+
+def test_extreme_sampling_values_in_a_batch_and_live_are_greedy(server, reference, tmp_path):
+    extremes = [{"temperature": 1e-38}, {"temperature": 5e-324, "top_p": 1e-300}, {"temperature": 1.5, "top_p": 1e-300}, {}]
+    lines = [{"custom_id": f"x{i}", "method": "POST", "url": "/v1/completions",
+              "body": {"prompt": "the lazy dog", "max_tokens": 8, "temperature": 0, **extra}} for i, extra in enumerate(extremes)]
+    path = tmp_path / "extreme.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    client = server.client()
+    batch = client.batches.create(input_file_id=client.files.create(file=path.open("rb"), purpose="batch").id,
+                                  endpoint="/v1/completions", completion_window="24h")
+    deadline = time.monotonic() + 60
+    while batch.status not in ("completed", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+    assert (batch.status, batch.request_counts.completed, batch.request_counts.failed) == ("completed", 4, 0)
+    text, _ = reference("the lazy dog", 8)
+    for line in client.files.content(batch.output_file_id).text.splitlines():
+        assert json.loads(line)["response"]["body"]["choices"][0]["text"] == text
+    live = client.completions.create(model="tiny-test", prompt="the lazy dog", max_tokens=8, temperature=1e-38, top_p=1e-300)
+    assert live.choices[0].text == text

@@ -83,7 +83,7 @@ def test_a_non_streamed_request_whose_client_hangs_up_is_cancelled(loaded, tmp_p
     assert engine.num_running == 0 and stopped_after < 1.5
     assert metric(app, "auroragpt_abandoned_requests_total") == 1
     generated = metric(app, "auroragpt_generation_tokens_total")
-    assert 1 <= generated < 150  # it stopped once the client was gone
+    assert 1 <= generated <= engine.tokens_generated < 150  # it stopped once the client was gone
 
 
 class GatedTokenizer:

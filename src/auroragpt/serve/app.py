@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from auroragpt.log import get_logger
 from auroragpt.serve import protocol
@@ -110,11 +111,24 @@ async def _api_error(_request: Request, err: APIError) -> JSONResponse:
     return _json_error(err)
 
 
-async def _http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
-    """Routing errors (404, 405) in OpenAI's shape, keeping their headers (405 carries Allow)."""
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's Allow names only the first route's)."""
+    def served(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes)
+
+    return ", ".join(m for m in ("GET", "POST", "PUT", "PATCH", "DELETE") if served(m))
+
+
+async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """Routing errors (404, 405) in OpenAI's shape, keeping their headers; a 405 lists in Allow
+    what the path does accept."""
     code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
+    headers = dict(err.headers or {})
+    if err.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     return JSONResponse(APIError(err.status_code, str(err.detail), code=code).body(), status_code=err.status_code,
-                        headers=dict(err.headers or {}))
+                        headers=headers)
 
 
 async def _server_error(_request: Request, err: Exception) -> JSONResponse:

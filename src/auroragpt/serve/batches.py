@@ -80,8 +80,7 @@ class BatchStore:
 
     def list_files(self, owner: str, purpose: str | None = None) -> list[dict]:
         """The owner's files, newest first (as OpenAI lists them)."""
-        mine = [f for fid, f in self.files.items() if self.owners[fid] == owner and purpose in (None, f["purpose"])]
-        return sorted(mine, key=lambda f: f["created_at"], reverse=True)
+        return [f for fid, f in reversed(self.files.items()) if self.owners[fid] == owner and purpose in (None, f["purpose"])]
 
     def delete_file(self, fid: str, owner: str) -> dict:
         """Forget a file and remove it from disk; a batch still reading it as input is refused."""

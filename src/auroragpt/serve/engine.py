@@ -157,6 +157,7 @@ class Engine:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self.tokens_generated = 0  # by every request, finished, cancelled or failed
 
     # ---- submitter side -------------------------------------------------------------------
 
@@ -322,6 +323,7 @@ class Engine:
             reason = "stop"
         else:
             request.generated.append(token)
+            self.tokens_generated += 1
         text = self.tokenizer.decode(request.generated)
         for stop in request.params.stop:
             found = text.find(stop, max(0, request.emitted_chars - len(stop) + 1))

@@ -30,6 +30,8 @@ class Metrics:
                               buckets=_LATENCY_BUCKETS, registry=r)
         Gauge("auroragpt_queue_depth", "requests waiting for a batch slot", registry=r).set_function(lambda: engine.queue_depth)
         Gauge("auroragpt_running_requests", "requests decoding now", registry=r).set_function(lambda: engine.num_running)
+        Gauge("auroragpt_engine_generated_tokens", "tokens the engine generated since it started, for every request "
+              "(a cancelled one stops adding)", registry=r).set_function(lambda: engine.tokens_generated)
 
     def finished(self, route: str, start: float, first: float | None, last: StreamEvent) -> None:
         """Record a generation request that ran to its end."""
