@@ -160,3 +160,46 @@ def test_health_stays_responsive_while_big_prompts_are_tokenized(loaded, tmp_pat
     # The median bounds the loop's own latency; the maximum only catches a loop held for a whole
     # tokenization (seconds), since on a shared 2-core machine the OS alone can delay a thread.
     assert delays[len(delays) // 2] < 0.2 and delays[-1] < 1.0, delays
+
+
+def test_a_batch_line_that_fails_fails_alone(loaded, tmp_path, monkeypatch):
+    import json
+
+    import auroragpt.serve.engine as engine_module
+    from auroragpt.model.sampling import SamplingError
+
+    real = engine_module.sample_next
+
+    def poisoned(logits, temperature, *args, **kwargs):
+        if temperature == 0.625:
+            raise SamplingError("poisoned for the test")
+        return real(logits, temperature, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "sample_next", poisoned)
+    temperatures = [0, 0.625, 0.5, 0]
+    lines = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/completions",
+              "body": {"prompt": "the quick brown", "max_tokens": 6, "temperature": t, "seed": 1}}
+             for i, t in enumerate(temperatures)]
+    deep = '{"custom_id": "deep", "method": "POST", "url": "/v1/completions", "body": ' + "[" * 5000 + "]" * 5000 + "}"
+    app = make_app(*loaded, tmp_path)
+    with TestClient(app) as http:
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key=KEY, http_client=http, max_retries=0)
+
+        def run(text: str):
+            file = client.files.create(file=("in.jsonl", text.encode()), purpose="batch")
+            batch = client.batches.create(input_file_id=file.id, endpoint="/v1/completions", completion_window="24h")
+            deadline = time.monotonic() + 60
+            while batch.status not in ("completed", "failed", "cancelled") and time.monotonic() < deadline:
+                time.sleep(0.05)
+                batch = client.batches.retrieve(batch.id)
+            return batch
+
+        batch = run("".join(json.dumps(line) + "\n" for line in lines))
+        assert (batch.status, batch.request_counts.completed, batch.request_counts.failed) == ("completed", 3, 1)
+        errors = [json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()]
+        assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("r1", 500)]
+        assert "poisoned" in errors[0]["response"]["body"]["error"]["message"]
+        done = {json.loads(x)["custom_id"] for x in client.files.content(batch.output_file_id).text.splitlines()}
+        assert done == {"r0", "r2", "r3"}
+        refused = run(json.dumps(lines[0]) + "\n" + deep + "\n")  # a line nested too deep: refused, naming it
+        assert refused.status == "failed" and "line 2" in refused.errors.data[0].message
