@@ -49,3 +49,28 @@ def test_temperature_spreads_and_seed_reproduces():
     b = sample_next(logits, temperature=1.0, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and set(a.tolist()) >= {0, 1, 2}
     assert sample_next(logits[0], temperature=0.0).tolist() == [1]  # a [V] row gives one pick
+
+
+def test_complete_is_generate_on_text():
+    from auroragpt.model.generate import complete, generate
+    from auroragpt.model.gpt import GPT
+    from auroragpt.model.presets import ModelConfig
+
+    class Chars:
+        eod_id = 0
+
+        def encode(self, text: str) -> list[int]:
+            return [1 + ord(c) % 60 for c in text]
+
+        def decode(self, ids) -> str:
+            return "".join(chr(ord("a") + i % 26) for i in ids)
+
+    model = GPT(ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, vocab_size=64, max_seq_len=64))
+    model.init_weights(torch.Generator().manual_seed(0))
+    tok = Chars()
+    prompts = ["hello", "a longer prompt", ""]
+    texts = complete(model.eval(), tok, prompts, 6)
+    ids = generate(model, [tok.encode(p) if p else [0] for p in prompts], 6, stop_ids=[0])
+    assert texts == [tok.decode(row) for row in ids]
+    seeded = complete(model, tok, prompts, 6, temperature=0.8, top_p=0.9, seed=4)
+    assert seeded == complete(model, tok, prompts, 6, temperature=0.8, top_p=0.9, seed=4)
