@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from auroragpt import __version__
 from auroragpt.errors import AuroraError, ConfigError
 
-# Order shown in --help. A name whose module is not written yet is left out of the CLI.
+# Order shown in --help.
 COMMANDS = ("launch", "doctor", "data", "train", "eval", "export", "import_", "serve")
 
 
@@ -27,10 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"auroragpt {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module_name = f"auroragpt.commands.{name}"
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        importlib.import_module(module_name).register(subparsers)
+        importlib.import_module(f"auroragpt.commands.{name}").register(subparsers)
     return parser
 
 

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from auroragpt.runtime.setup import setup, teardown
     from auroragpt.export.provenance import provenance
     from auroragpt.log import configure
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     info = setup()
     configure(info.rank)

@@ -32,7 +32,7 @@ def vllm_command(args: argparse.Namespace) -> list[str]:
 
 
 def run_vllm(args: argparse.Namespace) -> int:
-    from auroragpt.export.hf import is_hf_folder
+    from auroragpt.model.hf_format import is_hf_folder
 
     if importlib.util.find_spec("vllm") is None:
         raise ConfigError("--engine vllm needs the vllm package, which is not installed",
