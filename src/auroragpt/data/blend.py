@@ -17,9 +17,9 @@ short integer schedule; every sample is then located by arithmetic. Three levels
    corpus's stream is `(i // Q) * count + rank[i % Q]`.
 2. **Files within a corpus.** A corpus's stream is cut into periods of one corpus epoch (its
    windows of S tokens, plus the share its files shorter than one sample get by weight; or the
-   whole run when shorter). Each file owns a block of slots per period,
-   sized by its weight (largest remainder); a keyed Feistel permutation of the slots, fresh each
-   period, decides which file serves each stream index. The last, partial period is apportioned
+   whole run when shorter). Each file owns a block of slots per period, sized by its weight
+   (largest remainder); a keyed Feistel permutation of the slots, fresh each period, decides
+   which file serves each stream index. The last, partial period is apportioned
    on its own, so every file gets its share of the run within one sample per period. When file
    weights follow file sizes (within 0.1%), each file gets exactly its window count per period,
    so every period is one whole epoch of the corpus; a file weighted off its size repeats at its
@@ -300,7 +300,6 @@ class BlendPlan:
                 doc_start = pointers[d] // itemsize
                 offset = pos[active] - doc_start
                 take = np.minimum(lengths[d].astype(np.int64) - offset, remaining[active])
-                emit = take > 0
                 take = np.minimum(take, end - pos[active])  # a short file's split ends inside the sample
                 emit = take > 0
                 rows.append(np.stack([sel[active][emit], np.full(emit.sum(), f), d[emit], offset[emit], take[emit],
