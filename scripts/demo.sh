@@ -65,7 +65,7 @@ python - "$OUT/run" <<'PY'
 import sys
 from auroragpt.data.tokenizer import load_tokenizer
 from auroragpt.model.generate import generate
-from auroragpt.train.checkpoint import load_inference_model
+from auroragpt.model.loading import load_inference_model
 model, meta = load_inference_model(sys.argv[1])
 tokenizer = load_tokenizer(meta["tokenizer"])
 prompts = ["def ", "import os\n", "The "]

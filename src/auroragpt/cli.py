@@ -9,28 +9,32 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from auroragpt import __version__
 from auroragpt.errors import AuroraError, ConfigError
 
-# Order shown in --help. A name whose module is not written yet is left out of the CLI.
+# Order shown in --help.
 COMMANDS = ("launch", "doctor", "data", "train", "eval", "export", "import_", "serve")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors in the same one-paragraph form as every other error (exit 2);
+    subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n  fix: see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="auroragpt",
         description="Train, evaluate and serve foundation models from a laptop to ten thousand GPU nodes.",
     )
     parser.add_argument("--version", action="version", version=f"auroragpt {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module_name = f"auroragpt.commands.{name}"
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        importlib.import_module(module_name).register(subparsers)
+        importlib.import_module(f"auroragpt.commands.{name}").register(subparsers)
     return parser
 
 
@@ -56,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         if not (isinstance(err, ConfigError) and _is_other_rank()):  # the same config error on 768 ranks: say it once
             print(f"auroragpt {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        if err.filename is None:
+            raise
+        # A path the user gave that cannot be read or created: name it, with the system's reason.
+        print(f"auroragpt {args.command}: error: {err.filename}: {err.strerror or err}\n"
+              "  fix: check the path (an input must exist and be readable; an output must lie in a "
+              "folder you can write)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"auroragpt {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -233,9 +233,16 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
     if path is not None:
         path = Path(path)
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist", hint="check the --config path") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config {path} is a folder, not a TOML file", hint="pass a .toml file (see configs/)") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})",
+                              hint="TOML files are UTF-8: save the file as UTF-8") from None
+        except OSError as err:
+            raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from None
         for section, table in raw.items():

@@ -152,8 +152,8 @@ def test_validation_split_shares_no_documents_with_training(corpora):
 def test_bad_arguments_are_clear(corpora):
     from auroragpt.errors import DataError
 
-    with pytest.raises(DataError, match="fewer than seq_len"):
-        build_blend_plan(corpora, 10**6, 10)
+    with pytest.raises(DataError, match="has no sample of 1000001 tokens in its valid split"):
+        build_blend_plan(corpora, 10**6, 10, split="valid", valid_fraction=0.5)
     with pytest.raises(DataError, match="valid split"):
         build_blend_plan(corpora, 8, 10, split="valid", valid_fraction=0.0)
     with pytest.raises(IndexError):
@@ -182,20 +182,24 @@ def test_random_corpora(tmp_path_factory, files, seq_len, num_samples):
         lines.append(f"{weight} {root / f'd{f}'} {corpus}")
     (root / "list.txt").write_text("\n".join(lines) + "\n")
     fl = parse_file_list(root / "list.txt")
-    if any(sum(lengths) < seq_len + 1 for _, _, lengths in files):
-        with pytest.raises(Exception, match="fewer than seq_len"):
-            build_blend_plan(fl, seq_len, num_samples, valid_fraction=0.0)
-        return
     plan = build_blend_plan(fl, seq_len, num_samples, seed=num_samples, valid_fraction=0.0)
     idx = np.arange(num_samples)
     owner = plan.corpus_of_batch(idx)
     assert max_window_error(owner, plan.schedule_counts / len(plan.schedule_owner), num_samples) <= 2.0
     tokens = plan.samples_batch(idx)
     assert tokens.shape == (num_samples, seq_len + 1)
-    # each sample is a contiguous run of one file, from the corpus the schedule names
-    assert (np.diff(tokens, axis=1) == 1).all()
     file_of = tokens[:, 0] // 1_000_000
     assert [plan.corpus_names.index(fl.entries[f].corpus) for f in file_of] == owner.tolist()
+    # each sample is a contiguous run of one file, from the corpus the schedule names; a file
+    # shorter than a sample (megatron-core accepts it) is read repeated: consecutive modulo its length
+    sizes = np.array([sum(lengths) for _, _, lengths in files])
+    assert (tokens // 1_000_000 == file_of[:, None]).all()
+    step = np.diff(tokens % 1_000_000, axis=1)
+    long = sizes[file_of] > seq_len
+    assert (step[long] == 1).all()
+    assert ((step[~long] % sizes[file_of][~long, None]) == (1 % sizes[file_of][~long, None])).all()
+    _, span_file, doc, offset, length = plan.spans_batch(idx[:50])
+    assert length.sum() == min(50, num_samples) * (seq_len + 1)
 
 
 def test_validation_split_keeps_multi_sequence_documents_whole(tmp_path):

@@ -170,7 +170,7 @@ def test_every_command_reads_a_hugging_face_folder_too(tmp_path):
     from auroragpt.export.hf import export_hf
     from auroragpt.model.gpt import GPT
     from auroragpt.model.presets import get_preset
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     model = GPT(get_preset("tiny", n_layers=1, vocab_size=64, max_seq_len=16))
     model.init_weights(torch.Generator().manual_seed(0))

@@ -3,10 +3,12 @@ and the torchrun path, each with a checked all-reduce; a crashing rank; retries;
 
 from __future__ import annotations
 
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,43 @@ import pytest
 from runtime_cli_helpers import BIN, child_env, run_cli
 
 WORKER = str(Path(__file__).with_name("runtime_allreduce_worker.py"))
+
+
+class LineReader:
+    """Lines of a child's pipe, read by a daemon thread, so that waiting for one obeys a deadline
+    (a blocking readline() would wait past any deadline for a child that prints nothing)."""
+
+    def __init__(self, stream) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._seen: list[str] = []
+        self._done = False
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next_line(self, deadline: float) -> str | None:
+        """The next line, or None at end of output or when `deadline` (time.monotonic) passes."""
+        if self._done:
+            return None
+        try:
+            line = self._lines.get(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            return None
+        if line is None:
+            self._done = True
+            return None
+        self._seen.append(line)
+        return line
+
+    def text(self, deadline: float | None = None) -> str:
+        """Everything read so far; with a deadline, first the rest up to end of output."""
+        if deadline is not None:
+            while self.next_line(deadline) is not None:
+                pass
+        return "".join(self._seen)
 
 
 def test_mpiexec_two_ranks_selfcheck_demo() -> None:
@@ -84,16 +123,19 @@ def test_signal_reaches_every_rank_once(launcher: str, signum: int) -> None:
                              sys.executable, "-c", script], env=child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
+        stdout, stderr = LineReader(proc.stdout), LineReader(proc.stderr)
         ready: set[str] = set()
         deadline = time.monotonic() + 60
-        assert proc.stdout is not None
-        while len(ready) < 2 and time.monotonic() < deadline:
-            out_line = proc.stdout.readline()
+        while len(ready) < 2:
+            out_line = stdout.next_line(deadline)  # None at the deadline or at end of output
+            if out_line is None:
+                break
             if out_line.rstrip().endswith("ready"):
                 ready.add(out_line.split("]")[0])
-        assert len(ready) == 2, "ranks did not start"
+        assert len(ready) == 2, f"ranks did not start: {stdout.text()}{stderr.text()}"
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        out, err = stdout.text(time.monotonic() + 10), stderr.text(time.monotonic() + 10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -132,8 +174,9 @@ def test_rank_command_has_its_own_group_and_dies_with_its_wrapper() -> None:
     wrapper = subprocess.Popen([sys.executable, "-m", "auroragpt.runtime.rank_exec", "--", sys.executable, "-c", script],
                                env=child_env(), stdout=subprocess.PIPE, text=True)
     try:
-        assert wrapper.stdout is not None
-        pid, pgid = (int(x) for x in wrapper.stdout.readline().split("]")[1].split())
+        first = LineReader(wrapper.stdout).next_line(time.monotonic() + 60)
+        assert first is not None, "the command printed nothing within 60 s"
+        pid, pgid = (int(x) for x in first.split("]")[1].split())
         assert pgid == pid != os.getpgid(wrapper.pid)
         wrapper.kill()
         wrapper.wait(timeout=10)

@@ -11,12 +11,12 @@ import time
 import pytest
 import torch
 
+from auroragpt.model.loading import load_inference_model
 from auroragpt.train.checkpoint import (
     CheckpointError,
     Checkpointer,
     latest_checkpoint,
     list_checkpoints,
-    load_inference_model,
     remove_incomplete,
 )
 

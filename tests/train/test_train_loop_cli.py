@@ -111,7 +111,7 @@ def test_init_from_a_model_folder_takes_its_weights_only(tmp_path):
     from auroragpt.model.gpt import GPT
     from auroragpt.model.io import save_model
     from auroragpt.model.presets import get_preset
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     donor = GPT(get_preset("tiny", n_layers=1, vocab_size=128, max_seq_len=32))
     donor.init_weights(torch.Generator().manual_seed(99))
@@ -132,7 +132,7 @@ def test_init_from_a_model_folder_takes_its_weights_only(tmp_path):
 
 def test_a_checkpoint_that_does_not_fit_or_lost_a_shard_is_one_clear_error(tmp_path):
     from auroragpt.errors import AuroraError
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     run = tmp_path / "run"
     assert _train(tmp_path, f"--run.dir={run}", "--train.steps=2").returncode == 0

@@ -121,7 +121,7 @@ def test_checkpoints_reshard_two_to_one_and_one_to_two_ranks(runs):
 def test_inference_model_from_run_dir_without_process_group(runs):
     import torch
 
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     model, meta = load_inference_model(runs["killed"])
     assert meta["step"] == 20 and meta["world_size"] == 2 and meta["model_config"]["n_layers"] == 2

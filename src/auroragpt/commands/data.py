@@ -6,8 +6,6 @@ Arguments are parsed here; the work lives in `auroragpt.data`.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
 
@@ -71,8 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir")
     p.set_defaults(func=_demo_corpora)
 
-    if importlib.util.find_spec("auroragpt.commands.data_blend") is not None:
-        importlib.import_module("auroragpt.commands.data_blend").register(sub)
+    from auroragpt.commands import data_blend
+
+    data_blend.register(sub)
 
 
 def _configure_logging() -> None:

@@ -31,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     harness.add_argument("--tasks", help="comma-separated task names")
     harness.add_argument("--include-path", help="folder of task YAML files (local data, works offline)")
     harness.add_argument("--include-default-tasks", action="store_true",
-                         help="also index lm-eval's built-in tasks (their data usually needs the network)")
+                         help="also index lm-eval's built-in tasks (their data is read from the local Hugging Face "
+                         "cache; add --allow-network to download it)")
+    harness.add_argument("--allow-network", action="store_true",
+                         help="let lm-eval and Hugging Face datasets download task data and metrics "
+                         "(off by default: nothing touches the network)")
     harness.add_argument("--num-fewshot", type=int, default=None)
     harness.add_argument("--limit", type=float, default=None, help="documents per task (a fraction if < 1)")
     harness.add_argument("--batch-size", type=int, default=8)
@@ -45,6 +49,12 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("num_samples", "micro_batch", "batch_size"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.tasks and not args.include_path and not args.include_default_tasks:
+        raise ConfigError(
+            "no task source for --tasks: lm-eval's built-in tasks download their data from the Hugging Face Hub, "
+            "and eval never uses the network unless asked",
+            hint="pass --include-path FOLDER (task YAML files over local data), or --include-default-tasks to use "
+            "the built-in tasks from the local Hugging Face cache (add --allow-network to download)")
     if args.seq_len is not None and args.seq_len <= 0:
         raise ConfigError(f"--seq-len must be positive, got {args.seq_len}")
 
@@ -65,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from auroragpt.runtime.setup import setup, teardown
     from auroragpt.export.provenance import provenance
     from auroragpt.log import configure
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     info = setup()
     configure(info.rank)
@@ -101,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             harness = run_harness(model, load_tokenizer(tokenizer_path), tasks, args.include_path,
                                   num_fewshot=args.num_fewshot, limit=args.limit, batch_size=args.batch_size,
                                   include_default_tasks=args.include_default_tasks,
+                                  allow_network=args.allow_network,
                                   seed=args.seed if args.seed is not None else 1234)
             results["harness"] = harness
             print(harness_table(harness))

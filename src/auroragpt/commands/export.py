@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from auroragpt.export.hf import export_hf
     from auroragpt.export.provenance import provenance
     from auroragpt.log import configure, get_logger
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     configure()
     max_shard = parse_size(args.max_shard_size)

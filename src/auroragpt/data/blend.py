@@ -16,9 +16,10 @@ short integer schedule; every sample is then located by arithmetic. Three levels
    of 4.9e8: 2T tokens at S=4096). Sample i is corpus `seq[i % Q]`, and its index inside that
    corpus's stream is `(i // Q) * count + rank[i % Q]`.
 2. **Files within a corpus.** A corpus's stream is cut into periods of one corpus epoch (its
-   windows of S tokens, or the whole run when shorter). Each file owns a block of slots per period,
-   sized by its weight (largest remainder); a keyed Feistel permutation of the slots, fresh each
-   period, decides which file serves each stream index. The last, partial period is apportioned
+   windows of S tokens, plus the share its files shorter than one sample get by weight; or the
+   whole run when shorter). Each file owns a block of slots per period, sized by its weight
+   (largest remainder); a keyed Feistel permutation of the slots, fresh each period, decides
+   which file serves each stream index. The last, partial period is apportioned
    on its own, so every file gets its share of the run within one sample per period. When file
    weights follow file sizes (within 0.1%), each file gets exactly its window count per period,
    so every period is one whole epoch of the corpus; a file weighted off its size repeats at its
@@ -27,6 +28,11 @@ short integer schedule; every sample is then located by arithmetic. Three levels
    windows of S+1 tokens (neighbours share one token, as in Megatron's GPT dataset). The m-th use
    of a file is epoch m // W, window perm_epoch(m % W), shifted by a per-epoch phase, so every
    epoch visits every window once, in a fresh order, and cuts documents at new places.
+   A file shorter than one sample (T <= S tokens in its split, which megatron-core accepts and
+   repeats over epochs) is read as its tokens repeated: its m-th use starts at token (m x S) mod T
+   of the cycle, so its uses tile the repeated file as megatron-core's samples do, and it is
+   drawn in proportion to its weight like any other file (its slots come from its weight, not
+   from a window count).
 
 Documents reach the model in shuffled order (whole windows are shuffled; a sample may span
 document boundaries). The validation split is the last documents of each file, decided from
@@ -227,7 +233,12 @@ class BlendPlan:
         key = self._key(_TAG_WINDOW, f, epoch)
         window = permute(m - epoch * w, w, key).astype(np.int64)
         phase = (mix64(key ^ np.uint64(_TAG_PHASE)) % (self.slack[f] + 1).astype(np.uint64)).astype(np.int64)
-        return f, self.token_begin[f] + phase + window * self.seq_len
+        start = self.token_begin[f] + phase + window * self.seq_len
+        cycle = self.token_end[f] - self.token_begin[f]
+        short = cycle <= self.seq_len  # read as the file repeated: use m starts at (m x S) mod T
+        if short.any():
+            start = np.where(short, self.token_begin[f] + (m * self.seq_len) % np.maximum(cycle, 1), start)
+        return f, start
 
     # -- reading -------------------------------------------------------------------------------
     def dataset(self, f: int) -> IndexedDataset:
@@ -241,24 +252,33 @@ class BlendPlan:
             raise IndexError(f"sample {i} out of range for a plan of {self.num_samples} samples")
         return int(i)
 
+    def _read(self, f: int, start: int) -> np.ndarray:
+        """The S+1 tokens from `start` in file f's split, wrapping around in a file shorter than that."""
+        n, begin, end = self.seq_len + 1, int(self.token_begin[f]), int(self.token_end[f])
+        if start + n <= end:
+            return self.dataset(f).read_tokens(start, n)
+        cycle = self.dataset(f).read_tokens(begin, end - begin)
+        return cycle[(start - begin + np.arange(n)) % (end - begin)]
+
     def sample(self, i: int) -> np.ndarray:
         """The S+1 tokens of sample i as int64."""
         f, start = self.locate_batch(np.array([self._check(i)]))
-        return self.dataset(int(f[0])).read_tokens(int(start[0]), self.seq_len + 1).astype(np.int64)
+        return self._read(int(f[0]), int(start[0])).astype(np.int64)
 
     def samples_batch(self, indices: np.ndarray) -> np.ndarray:
         """[len(indices), S+1] int64 tokens."""
         files, starts = self.locate_batch(np.asarray(indices, dtype=np.int64))
         out = np.empty((len(files), self.seq_len + 1), dtype=np.int64)
         for row, (f, start) in enumerate(zip(files.tolist(), starts.tolist())):
-            out[row] = self.dataset(f).read_tokens(start, self.seq_len + 1)
+            out[row] = self._read(f, start)
         return out
 
     def spans_batch(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
         """Flat arrays (sample position in `indices`, file, document, offset, length), in reading order.
 
         Documents are the index's documents (a Megatron file may store one as several sequences;
-        offsets count from the document's first token), one span per document a sample touches.
+        offsets count from the document's first token), one span per contiguous piece of a document
+        a sample reads (one per document, except in a file shorter than a sample, which repeats).
         Only the index pages around each sample's position are touched (binary searches).
         """
         files, starts = self.locate_batch(np.asarray(indices, dtype=np.int64))
@@ -271,25 +291,31 @@ class BlendPlan:
             pos = starts[sel].copy()
             remaining = np.full(len(sel), self.seq_len + 1, dtype=np.int64)
             doc = np.searchsorted(pointers, pos * itemsize, side="right") - 1
+            begin, end = int(self.token_begin[f]), int(self.token_end[f])
+            first_doc = int(np.searchsorted(pointers, begin * itemsize, side="right") - 1)
             active = np.arange(len(sel))
+            step = 0
             while active.size:
                 d = doc[active]
                 doc_start = pointers[d] // itemsize
                 offset = pos[active] - doc_start
                 take = np.minimum(lengths[d].astype(np.int64) - offset, remaining[active])
+                take = np.minimum(take, end - pos[active])  # a short file's split ends inside the sample
                 emit = take > 0
-                rows.append(
-                    np.stack([sel[active][emit], np.full(emit.sum(), f), d[emit], offset[emit], take[emit]], axis=1)
-                )
+                rows.append(np.stack([sel[active][emit], np.full(emit.sum(), f), d[emit], offset[emit], take[emit],
+                                      np.full(emit.sum(), step)], axis=1))
                 pos[active] += np.maximum(take, 0)
                 remaining[active] -= np.maximum(take, 0)
                 doc[active] += 1
+                wrap = active[pos[active] >= end]  # only in a file shorter than a sample: start it again
+                pos[wrap], doc[wrap] = begin, first_doc
                 active = active[remaining[active] > 0]
+                step += 1
         if not rows:
             return tuple(np.empty(0, dtype=np.int64) for _ in range(5))
         table = np.concatenate(rows).astype(np.int64)
-        table = table[np.lexsort((table[:, 3], table[:, 2], table[:, 0]))]
-        return self._sequences_to_documents(table)
+        table = table[np.lexsort((table[:, 5], table[:, 0]))]  # reading order within each sample
+        return self._sequences_to_documents(table[:, :5])
 
     def _sequences_to_documents(self, table: np.ndarray) -> tuple[np.ndarray, ...]:
         """Rows (sample, file, sequence, offset, length) -> (sample, file, document, offset in the
@@ -307,7 +333,8 @@ class BlendPlan:
             offset[sel] += (ds.sequence_pointers[seq] - ds.sequence_pointers[first]) // ds.dtype.itemsize
             doc[sel] = d
         starts = np.flatnonzero(np.concatenate([[True], (table[1:, 0] != table[:-1, 0])
-                                                | (table[1:, 1] != table[:-1, 1]) | (doc[1:] != doc[:-1])]))
+                                                | (table[1:, 1] != table[:-1, 1]) | (doc[1:] != doc[:-1])
+                                                | (offset[1:] != offset[:-1] + table[:-1, 4])]))
         length = np.add.reduceat(table[:, 4], starts) if len(table) else table[:, 4]
         return table[starts, 0], table[starts, 1], doc[starts], offset[starts], length
 
@@ -321,12 +348,13 @@ class BlendPlan:
         out = []
         for c, name in enumerate(self.corpus_names):
             members = np.flatnonzero(self.file_corpus == c)
+            real_windows = np.maximum(self.token_end[members] - self.token_begin[members] - 1, 0) // self.seq_len
             out.append(
                 CorpusSummary(
                     name,
                     float(self.corpus_weights[c]),
                     int(self.corpus_samples[c]),
-                    int(self.windows[members].sum()),
+                    int(real_windows.sum()),
                     len(members),
                     int((self.token_end[members] - self.token_begin[members]).sum()),
                 )
@@ -339,6 +367,31 @@ class BlendPlan:
 
 
 # -- building --------------------------------------------------------------------------------------
+def _corpus_epochs(file_corpus: np.ndarray, file_weight: np.ndarray, windows: np.ndarray,
+                   num_corpora: int) -> tuple[np.ndarray, np.ndarray]:
+    """Samples in one epoch of each corpus, and how many of them go to its files shorter than a
+    sample. An epoch is the windows of its other files plus the short files' share at their
+    weight (ceil(short weight / other weight x windows)); a corpus of short files only has no
+    windows to measure by, and takes the longest period (its files then drawn to 2**-20 of
+    their weights)."""
+    epoch = np.zeros(num_corpora, dtype=np.int64)
+    short_slots = np.zeros(num_corpora, dtype=np.int64)
+    for c in range(num_corpora):
+        members = (file_corpus == c) & (file_weight > 0)
+        long_files, short_files = members & (windows > 0), members & (windows == 0)
+        long_windows = int(windows[long_files].sum())
+        if not long_windows:
+            epoch[c] = MAX_SCHEDULE_PERIOD
+            short_slots[c] = MAX_SCHEDULE_PERIOD
+            continue
+        extra = 0.0
+        if short_files.any():
+            extra = math.ceil(file_weight[short_files].sum() / file_weight[long_files].sum() * long_windows)
+        short_slots[c] = int(min(extra, 2**62))
+        epoch[c] = int(min(long_windows + extra, 2**62))
+    return epoch, short_slots
+
+
 def held_out_documents(num_documents: int, valid_fraction: float) -> int:
     """How many of a file's last documents form its validation split: ceil(n x fraction), but a
     file keeps at least one training document (a one-document file stays wholly in training)."""
@@ -412,14 +465,16 @@ def build_blend_plan(
     file_corpus = np.array([corpus_index[e.corpus] for e in entries], dtype=np.int64)
     file_weight = np.array([e.weight for e in entries], dtype=np.float64)
     if split == "train":
-        small = [e for f, e in enumerate(entries) if windows[f] == 0]
-        if small:
+        # A file shorter than one sample repeats (as in megatron-core); only an empty one is unusable.
+        empty_files = [e for f, e in enumerate(entries) if end[f] - begin[f] <= 0]
+        if empty_files:
             raise DataError(
-                f"{small[0].source}: {small[0].prefix} has fewer than seq_len+1 = {seq_len + 1} training "
-                f"tokens ({len(small)} such file(s) in the list)",
-                hint="drop such files from the list, merge them (`auroragpt data merge`), or lower --seq-len",
+                f"{empty_files[0].source}: {empty_files[0].prefix} has no training tokens "
+                f"({len(empty_files)} such file(s) in the list)",
+                hint="drop such files from the list or lower valid_fraction",
             )
-    file_weight = np.where(windows > 0, file_weight, 0.0)
+    else:  # a validation sample is never a file repeated: such files sit out the valid split
+        file_weight = np.where(windows > 0, file_weight, 0.0)
     corpus_weights = np.zeros(len(names))
     np.add.at(corpus_weights, file_corpus, file_weight)
     # A corpus too small for one validation sample is left out of the valid split (its share
@@ -440,8 +495,8 @@ def build_blend_plan(
 
     grouped = np.argsort(file_corpus, kind="stable")
     corpus_first = np.searchsorted(file_corpus[grouped], np.arange(len(names)))
-    corpus_windows = np.bincount(file_corpus, weights=windows, minlength=len(names)).astype(np.int64)
-    corpus_period = np.maximum(np.minimum(corpus_windows, corpus_samples), 1)
+    corpus_epoch, short_slots = _corpus_epochs(file_corpus, file_weight, windows, len(names))
+    corpus_period = np.maximum(np.minimum(corpus_epoch, corpus_samples), 1)
     full_periods = corpus_samples // corpus_period
     slots_full = np.zeros(n_files, dtype=np.int64)
     slots_last = np.zeros(n_files, dtype=np.int64)
@@ -449,10 +504,14 @@ def build_blend_plan(
         members = grouped[file_corpus[grouped] == c]
         w = file_weight[members]
         slots = apportion(w, int(corpus_period[c]))
-        if corpus_period[c] == corpus_windows[c]:
+        if corpus_period[c] == corpus_epoch[c] and windows[members].any():
             # Weights proportional to size (the usual list, and always the TOML/YAML form): give
-            # each file exactly its windows, so every period is one whole epoch of every file.
-            fit = windows[members]
+            # each file exactly its windows, so every period is one whole epoch of every file
+            # (files shorter than a sample get their weight's share of the extra slots).
+            fit = np.where((windows[members] > 0) & (w > 0), windows[members], 0)
+            short = np.flatnonzero((windows[members] == 0) & (w > 0))
+            if short.size:
+                fit[short] = apportion(w[short], int(short_slots[c]))
             if (np.abs(slots - fit) <= 1 + fit // 1000).all():
                 slots = fit
         slots_full[corpus_first[c] : corpus_first[c] + len(members)] = slots

@@ -14,6 +14,7 @@ import os
 import sysconfig
 from pathlib import Path
 
+from auroragpt.atomic import atomic_path
 from auroragpt.errors import DataError
 
 CODE_BUDGET = 3_000_000  # bytes of source text
@@ -57,11 +58,9 @@ def _write_jsonl(records: list[dict], out_dir: Path, name: str) -> list[Path]:
     per_file = -(-len(records) // FILES_PER_CORPUS)
     for k in range(FILES_PER_CORPUS):
         path = out_dir / f"{name}_{k:02d}.jsonl"
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as out:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
             for record in records[k * per_file : (k + 1) * per_file]:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
         paths.append(path)
     return paths
 

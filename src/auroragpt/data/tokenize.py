@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from auroragpt.atomic import write_atomically
+from auroragpt.jsonio import read_json
 from auroragpt.data.indexed import (
     IndexedDataset,
     IndexedDatasetWriter,
@@ -376,10 +377,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """A recipe, or None when it is missing or unreadable (it then differs from any recipe)."""
+    return read_json(path, default=None)
 
 
 def _check_output_recipe(final: str, recipe: dict) -> bool:

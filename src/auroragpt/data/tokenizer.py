@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from auroragpt.atomic import atomic_path
 from auroragpt.errors import DataError
 
 EOD_TOKEN = "<|endoftext|>"
@@ -183,7 +184,6 @@ def train_bpe(
     if out_path.is_dir() or out_path.suffix != ".json":
         out_path = out_path / "tokenizer.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
-    tok.save(str(tmp))
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:
+        tok.save(str(tmp))
     return load_tokenizer(out_path)

@@ -9,8 +9,11 @@ nodes without internet can run them over local data files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -153,10 +156,61 @@ class AuroraLM(_HarnessLM):
         return outputs
 
 
+# The switches of the Hugging Face libraries lm-eval loads data and metrics through. They read
+# them when imported, so flags of modules already imported are set as well (and restored after).
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE")
+_OFFLINE_FLAGS = (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
+                  ("datasets.config", "HF_DATASETS_OFFLINE"), ("evaluate.config", "HF_EVALUATE_OFFLINE"))
+
+
+@contextlib.contextmanager
+def offline_hub() -> Iterator[None]:
+    """Within the block, hub, datasets, evaluate and transformers read local files and caches only."""
+    saved_env = {name: os.environ.get(name) for name in _OFFLINE_ENV}
+    os.environ.update({name: "1" for name in _OFFLINE_ENV})
+    saved_flags = []
+    for module_name, attr in _OFFLINE_FLAGS:
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, attr):
+            saved_flags.append((module, attr, getattr(module, attr)))
+            setattr(module, attr, True)
+    try:
+        yield
+    finally:
+        for module, attr, value in reversed(saved_flags):
+            setattr(module, attr, value)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_harness(model: torch.nn.Module, tokenizer, tasks: list[str], include_path: str | os.PathLike | None = None,
                 num_fewshot: int | None = None, limit: float | None = None, batch_size: int = 8,
-                include_default_tasks: bool = False, seed: int = 1234) -> dict:
-    """Run `lm_eval.simple_evaluate` on `tasks`; returns the harness's results dict (JSON-ready)."""
+                include_default_tasks: bool = False, seed: int = 1234, allow_network: bool = False) -> dict:
+    """Run `lm_eval.simple_evaluate` on `tasks`; returns the harness's results dict (JSON-ready).
+
+    Nothing is downloaded unless `allow_network`: tasks come from `include_path` (and lm-eval's
+    built-in tasks only with `include_default_tasks`, their data then read from the local cache).
+    """
+    if include_path is None and not include_default_tasks:
+        raise ConfigError(
+            f"no task source for {', '.join(tasks)}: lm-eval's built-in tasks download their data from the "
+            "Hugging Face Hub, and eval never uses the network unless asked",
+            hint="pass --include-path FOLDER (task YAML files over local data), or --include-default-tasks to "
+            "use the built-in tasks from the local Hugging Face cache (add --allow-network to download)")
+    if allow_network:
+        return _run_harness(model, tokenizer, tasks, include_path, num_fewshot, limit, batch_size,
+                            include_default_tasks, seed)
+    with offline_hub():
+        return _run_harness(model, tokenizer, tasks, include_path, num_fewshot, limit, batch_size,
+                            include_default_tasks, seed)
+
+
+def _run_harness(model: torch.nn.Module, tokenizer, tasks: list[str], include_path: str | os.PathLike | None,
+                 num_fewshot: int | None, limit: float | None, batch_size: int, include_default_tasks: bool,
+                 seed: int) -> dict:
     try:
         from lm_eval import simple_evaluate
         from lm_eval.tasks import TaskManager
@@ -165,7 +219,7 @@ def run_harness(model: torch.nn.Module, tokenizer, tasks: list[str], include_pat
     if include_path is not None and not Path(include_path).is_dir():
         raise ConfigError(f"--include-path {include_path} is not a folder", hint="point at a folder of task YAML files")
     manager = TaskManager(include_path=str(include_path) if include_path else None,
-                          include_defaults=include_default_tasks or include_path is None)
+                          include_defaults=include_default_tasks)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         broken = _yaml_problems(include_path) if include_path else []
@@ -177,7 +231,7 @@ def run_harness(model: torch.nn.Module, tokenizer, tasks: list[str], include_pat
     except Exception as err:  # noqa: BLE001 - datasets and the harness raise many kinds for bad task data
         raise ConfigError(f"lm-eval could not load the data of task(s) {tasks}: {type(err).__name__}: {err}",
                           hint="check dataset_path / data_files in the task YAML (paths are read locally; "
-                          "nothing is downloaded)") from None
+                          "nothing is downloaded without --allow-network)") from None
     lm = AuroraLM(model, tokenizer, batch_size=batch_size)
     results = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=num_fewshot, limit=limit,
                               log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,

@@ -32,14 +32,6 @@ def token_losses(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return losses.view(targets.shape).sum(dim=1, dtype=torch.float64)
 
 
-def score_samples(model: torch.nn.Module, num_samples: int, sample: Callable[[int], np.ndarray],
-                  corpus_of: Callable[[int], str], corpora: Sequence[str], rank: int = 0, world_size: int = 1,
-                  micro_batch: int = 8) -> dict:
-    """Per-corpus loss and perplexity over samples 0..num_samples-1, all-reduced across ranks."""
-    return _summarise(sample_totals(model, num_samples, sample, corpus_of, corpora, rank, world_size, micro_batch),
-                      corpora)
-
-
 def sample_totals(model: torch.nn.Module, num_samples: int, sample: Callable[[int], np.ndarray],
                   corpus_of: Callable[[int], str], corpora: Sequence[str], rank: int = 0, world_size: int = 1,
                   micro_batch: int = 8) -> torch.Tensor:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from auroragpt.atomic import atomic_folder
 from auroragpt.errors import DataError
 from auroragpt.model.gpt import GPT
 from auroragpt.model.presets import ModelConfig
@@ -31,26 +31,12 @@ def _weights_to_save(model: GPT) -> dict[str, torch.Tensor]:
     return state
 
 
-def replace_dir_atomically(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder into place; an older folder there is replaced whole."""
-    final = Path(final)
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def save_model(model: GPT, path: str | os.PathLike, meta: dict | None = None, tokenizer_path: str | os.PathLike | None = None) -> Path:
     """Write a model folder at `path`; readers never see a half-written one."""
     from safetensors.torch import save_file
 
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    with atomic_folder(final, durable=True) as tmp:
         save_file(_weights_to_save(model), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         config = {"format": FORMAT, "model": model.cfg.to_dict(), "meta": meta or {}}
         if tokenizer_path is not None:
@@ -61,10 +47,6 @@ def save_model(model: GPT, path: str | os.PathLike, meta: dict | None = None, to
             shutil.copyfile(source, tmp / TOKENIZER_FILE)
             config["tokenizer"] = TOKENIZER_FILE
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        replace_dir_atomically(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

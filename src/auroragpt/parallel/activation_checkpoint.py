@@ -1,8 +1,10 @@
 """Activation checkpointing: recompute a block's activations in backward instead of storing them.
 
-Modes: "none"; "full" (store only each block's input); "every:N" (full, on every N-th block);
+Modes of `parallel.activation_checkpointing`: "none"; "full" (store only each block's input);
 "selective" (store the outputs of the matrix products and attention, recompute the cheap
 element-wise work: norms, rotary, SiLU; most of full's memory saving for a few % of compute).
+The library call `apply_activation_checkpoint` (and `parallelize`) also takes "every:N" or an
+int N: full checkpointing of every N-th block only; the config does not offer it.
 The block's `forward` is replaced on the instance rather than wrapping the module, so parameter
 names (and therefore checkpoints and exports) stay exactly those of the single-device model.
 """

@@ -185,16 +185,3 @@ def device_count(device_type: str) -> int:
     if device_type in ("cuda", "xpu") and device_available(device_type):
         return getattr(torch, device_type).device_count()
     return 1
-
-
-def device_memory_gib(device) -> tuple[float, float] | None:
-    """(allocated, total) GiB on an accelerator; None on cpu/mps where torch does not track it."""
-    import torch
-
-    device = torch.device(device)
-    if device.type not in ("cuda", "xpu"):
-        return None
-    module = getattr(torch, device.type)
-    allocated = module.memory_allocated(device) / 2**30
-    total = module.get_device_properties(device).total_memory / 2**30
-    return allocated, total

@@ -1,9 +1,15 @@
-"""Build the exact command that starts N ranks: PALS mpiexec under PBS, srun under Slurm, and
-on a machine without a scheduler mpiexec when one is installed, else torch's elastic launcher.
+"""Build the exact command that starts N ranks, from the allocation the job runs in.
+
+Under PBS: PALS `mpiexec --envall --np --ppn` with a hostfile (CPU binding per profile; Aurora's
+per-tile binding is `aurora`). Under Slurm: `srun --nodes --ntasks`. Anywhere else: `mpiexec` when
+one is on PATH (several hosts from --hostfile: MPICH's hydra gets `-ppn -hosts/-f`, Open MPI,
+recognised from `mpiexec --version`, gets `--map-by ppr:P:node --host` and `-x` for the variables
+the ranks need), else torch's elastic launcher on this host (`python -m auroragpt.runtime.elastic`).
 
 Every rank runs through `auroragpt.runtime.rank_exec`, which prefixes its output with the rank and
 reports its exit code, so the launcher can say which rank failed first. `build_launch_plan` only
-computes; `auroragpt.runtime.runner` runs the plan.
+computes and validates (inconsistent choices raise LaunchError before anything starts);
+`auroragpt.runtime.runner` runs the plan.
 """
 
 from __future__ import annotations

@@ -40,10 +40,6 @@ class DistInfo:
     launcher: str
     hostnames: tuple[str, ...] = ()  # distinct hosts of the job, in node_rank order
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
     def topology(self) -> str:
         """One line a user can check against the allocation they asked for."""
         return (f"topology: {self.world_size} rank(s) on {self.num_nodes} host(s) ({', '.join(self.hostnames)}), "
@@ -178,18 +174,12 @@ def _agree_on_master(ranks: RankInfo) -> None:
     os.environ["MASTER_PORT"] = os.environ.get("MASTER_PORT") or str(port)
 
 
-def _mix64(value: int) -> int:
-    """A bijection on 64-bit integers (splitmix64's finaliser): distinct inputs, distinct outputs."""
-    value = (value + 0x9E3779B97F4A7C15) & _MASK64
-    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return value ^ (value >> 31)
-
-
 def seed_for_rank(seed: int, rank: int) -> int:
     """A reproducible 64-bit seed for `rank`. For a fixed seed it is injective in rank (< 2**64),
     so no two ranks ever share a stream (unlike seed*(rank+1)*(local_rank+1))."""
-    return _mix64((_mix64(seed & _MASK64) + rank) & _MASK64)
+    from auroragpt.hashing import mix64
+
+    return int(mix64((int(mix64(seed & _MASK64)) + rank) & _MASK64))
 
 
 def seed_everything(seed: int, rank: int) -> int:

@@ -51,7 +51,7 @@ def load_for_serving(path: str, device: str, dtype: str | None, tokenizer: str |
     folder = Path(path)
     if not folder.exists():
         raise ConfigError(f"{folder} does not exist")
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     model, meta = load_inference_model(folder, device="cpu")  # HF folders keep their stored precision
     model = model.to(device=device, dtype=getattr(torch, dtype) if dtype else None)

@@ -43,7 +43,7 @@ def vllm_keys(args: argparse.Namespace) -> list[str]:
 
 
 def run_vllm(args: argparse.Namespace) -> int:
-    from auroragpt.export.hf import is_hf_folder
+    from auroragpt.model.hf_format import is_hf_folder
 
     keys = vllm_keys(args)  # the address rule was checked on these by the command, before the engine was chosen
     if importlib.util.find_spec("vllm") is None:

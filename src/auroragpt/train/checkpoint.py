@@ -8,18 +8,15 @@ is always complete, and a kill at any moment leaves the previous checkpoint load
 checkpoints are first renamed out of the way, then deleted, for the same reason.
 
 DCP stores every tensor with its global shape, so a checkpoint saved on N ranks loads on M ranks
-under any layout, and `load_inference_model` reads it with no process group at all.
+under any layout, and `auroragpt.model.loading.load_inference_model` reads it with no process group.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import re
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,40 +33,23 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from auroragpt.errors import AuroraError
+from auroragpt.atomic import write_atomically
 from auroragpt.log import get_logger
+from auroragpt.model.loading import (  # noqa: F401  (the checkpoint layout, shared with the loader)
+    CHECKPOINT_NAME,
+    META,
+    CheckpointError,
+    _dcp_reason,
+    _quiet_single_process,
+    checkpoint_path,
+    checkpoints_root,
+    latest_checkpoint,
+    list_checkpoints,
+    read_meta,
+    resolve_checkpoint,
+)
 
 log = get_logger(__name__)
-
-CHECKPOINT_NAME = re.compile(r"^step_(\d{8})$")
-META = "meta.json"
-
-
-class CheckpointError(AuroraError):
-    """A checkpoint is missing, incomplete or does not fit the model."""
-
-
-def checkpoints_root(run_dir: str | os.PathLike[str]) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:
-    return checkpoints_root(run_dir) / f"step_{step:08d}"
-
-
-def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (only complete ones carry the final name)."""
-    root = checkpoints_root(run_dir)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if CHECKPOINT_NAME.match(p.name) and (p / META).is_file()]
-    return sorted(found, key=lambda p: int(CHECKPOINT_NAME.match(p.name).group(1)))
-
-
-def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
-
 
 def remove_incomplete(run_dir: str | os.PathLike[str]) -> None:
     """Delete leftovers of killed saves and deletions (rank 0, before training starts)."""
@@ -101,14 +81,6 @@ def _rank() -> int:
 
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-@contextlib.contextmanager
-def _quiet_single_process():
-    """DCP warns that it runs in one process whenever no group exists: that is our intent here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*assuming the intent is to (save|load) in a single process")
-        yield
 
 
 def _barrier() -> None:
@@ -166,12 +138,7 @@ class Checkpointer:
     def _finish(self, tmp: Path, final: Path, meta: dict[str, Any]) -> None:
         _barrier()
         if _rank() == 0:
-            meta_tmp = tmp / (META + ".tmp")
-            with open(meta_tmp, "w") as f:
-                json.dump(meta, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(meta_tmp, tmp / META)
+            write_atomically(tmp / META, json.dumps(meta, indent=1), durable=True)
             if final.exists():
                 _discard(final)
             os.replace(tmp, final)
@@ -229,81 +196,3 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    meta_file = Path(path) / META
-    if not meta_file.is_file():
-        raise CheckpointError(f"{path} is not a complete checkpoint (no {META})",
-                              hint="pass a RUN_DIR/checkpoints/step_XXXXXXXX directory or a run directory")
-    return json.loads(meta_file.read_text())
-
-
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint dir as given, or the latest complete checkpoint of a run dir."""
-    path = Path(path)
-    if (path / META).is_file():
-        return path
-    if checkpoints_root(path).is_dir():
-        latest = latest_checkpoint(path)
-        if latest is None:
-            raise CheckpointError(f"run directory {path} has no complete checkpoint yet")
-        return latest
-    from auroragpt.model.io import is_model_folder
-
-    if is_model_folder(path):
-        raise CheckpointError(f"{path} is a model folder (weights only), not a training checkpoint",
-                              hint="start a run from its weights with --checkpoint.init_from instead")
-    raise CheckpointError(f"{path} is neither a checkpoint nor a run directory",
-                          hint="expected RUN_DIR or RUN_DIR/checkpoints/step_XXXXXXXX")
-
-
-def _dcp_reason(err: BaseException) -> str:
-    """The first underlying failure of a DCP error, in one line (its own str holds tracebacks)."""
-    failures = getattr(err, "failures", None)
-    if failures:
-        err = next(iter(failures.values()))[0]
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
-
-
-def load_inference_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The consolidated single-device model (eval mode) and its metadata, from a DCP checkpoint,
-    a run directory (latest checkpoint), a model folder written by `auroragpt.model.io`, or a
-    Hugging Face Llama folder (kept in its stored precision).
-
-    Needs no process group: DCP reads all shards of every tensor in one process.
-    """
-    from auroragpt.model.gpt import GPT
-    from auroragpt.model.presets import ModelConfig
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist")
-    from auroragpt.export.hf import is_hf_folder, load_hf
-
-    if is_hf_folder(path):
-        model, _ = load_hf(path, None)
-        tokenizer = path / "tokenizer.json"
-        return model.to(device).eval(), {"tokenizer": str(tokenizer) if tokenizer.is_file() else None, "hf_folder": str(path)}
-    if (path / "config.json").is_file() and not (path / META).is_file():
-        from auroragpt.model.io import load_model
-
-        return load_model(path, device=device)
-    ckpt = resolve_checkpoint(path)
-    meta = read_meta(ckpt)
-    cfg = ModelConfig.from_dict(meta["model_config"], source=f"{ckpt / META}")
-    with torch.device("meta"):
-        model = GPT(cfg)
-    model.to_empty(device=device)
-    model.reset_rotary(device)
-    state = {"model": model.state_dict()}
-    try:
-        with _quiet_single_process():
-            dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
-    except (Exception, CheckpointException) as err:
-        raise CheckpointError(f"checkpoint {ckpt} could not be read: {_dcp_reason(err)}",
-                              hint="a missing or cut-short shard means the checkpoint is incomplete; "
-                              "use an earlier one") from None
-    model.load_state_dict(state["model"])
-    model.eval()
-    meta = {**meta, "checkpoint": str(ckpt)}
-    return model, meta

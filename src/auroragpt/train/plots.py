@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from auroragpt.atomic import atomic_path, write_atomically
 from auroragpt.errors import AuroraError
 from auroragpt.train.metrics import read_lines
 
@@ -67,12 +68,9 @@ def write_plots(run_dir: str | os.PathLike[str]) -> str:
             ax.grid(alpha=0.3)
         axes[-1].set_xlabel("step")
         fig.tight_layout()
-        tmp = run_dir / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(run_dir / name) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)
-        os.replace(tmp, run_dir / name)
     summary = summarize(history)
-    tmp = run_dir / ".summary.txt.tmp"
-    tmp.write_text(summary + "\n")
-    os.replace(tmp, run_dir / "summary.txt")
+    write_atomically(run_dir / "summary.txt", summary + "\n")
     return summary

@@ -8,6 +8,7 @@ TP or a pipeline schedule alike) and one global `clip_grad_norm_`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,7 @@ def train(cfg: Config) -> TrainResult:
     from auroragpt.parallel.layout import build_mesh
 
     run_dir = Path(cfg.run.dir)
+    check_run_dir(run_dir)  # before any model is built: a bad path must cost seconds, not minutes
     model_cfg = resolve_model_config(cfg)
     steps = total_steps(cfg)
     layout = check_layout(cfg, model_cfg, read_rank_info().world_size)  # before any process-group work
@@ -203,6 +205,21 @@ def build_model(model_cfg, device: torch.device, seed: int, on_meta: bool = Fals
     return model
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """run.dir must be a folder, or creatable: its nearest existing ancestor a writable folder."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run.dir {run_dir} is a file, not a folder", hint="set --run.dir to a folder path")
+    ancestor = run_dir
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"run.dir {run_dir} cannot be created: {ancestor} is a file, not a folder",
+                          hint="set --run.dir to a path under a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"run.dir {run_dir} cannot be created: {ancestor} is not writable",
+                          hint="set --run.dir to a folder you can write to")
+
+
 def prepare_run_dir(cfg: Config, run_dir: Path, rank: int) -> None:
     """Rank 0 creates the run dir, writes the resolved config and clears half-written checkpoints."""
     if rank == 0:
@@ -232,7 +249,7 @@ def find_resume_checkpoint(cfg: Config, run_dir: Path) -> Path | None:
 def load_initial_weights(model: torch.nn.Module, source: str, model_cfg) -> None:
     """Copy the weights of a model folder or checkpoint into the freshly built `model` (fine-tuning)."""
     from auroragpt.model.io import is_model_folder, load_model
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     donor, _ = load_model(source) if is_model_folder(source) else load_inference_model(source)
     theirs, ours = donor.cfg.to_dict(), model_cfg.to_dict()
