@@ -1,8 +1,9 @@
 """Worker for the `ag.wrap` equivalence test: 5 steps of a small residual MLP per wrap mode.
 
 `python api_wrap_worker.py plain` trains the unwrapped model on the whole batch in one process;
-under `auroragpt launch -n 2`, each mode wraps a fresh copy and every rank trains on its half.
-Prints one JSON line {mode: [loss per step]} (rank 0), the loss being the global-batch mean.
+under `auroragpt launch -n 2 ... HISTORY_DIR`, each mode wraps a fresh copy and every rank trains
+on its half; then the collectives, timers and a reduced History are fed values known per rank.
+Prints one JSON line (rank 0), the loss being the global-batch mean.
 """
 
 import json
@@ -81,5 +82,12 @@ if __name__ == "__main__":
         info = ag.setup()
         result = {name: losses(args, info.rank, info.world_size) for name, args in MODES.items()}
         share = {name: SHARE[json.dumps(args, sort_keys=True)] for name, args in MODES.items()}
-        ag.print0(json.dumps({"losses": result, "share": share}))
+        timers = type(ag.timers)()
+        timers.add("known", info.rank + 1.0)
+        history = ag.History(sys.argv[1], reduce=True)
+        for step in (1, 2, 3):
+            history.update(step=step, value=torch.tensor(10.0 * step + info.rank))
+        known = {"float": ag.all_reduce_mean(info.rank + 1), "tensor": ag.all_reduce_mean(torch.tensor([info.rank, 4])).tolist(),
+                 "timers": timers.stats()["known"], "summary": history.finalize()}
+        ag.print0(json.dumps({"losses": result, "share": share, "known": known}))
         ag.teardown()

@@ -22,13 +22,14 @@ def rank_json(stdout: str, rank: int = 0) -> dict:
     return json.loads(lines[0])
 
 
-def test_wrap_on_two_ranks_gives_the_losses_of_one() -> None:
+def test_wrap_on_two_ranks_gives_the_losses_of_one(tmp_path: Path) -> None:
     """5 steps of AdamW on a residual MLP: every wrap mode on 2 ranks (each on half the batch)
-    against the plain module on the whole batch in one process."""
+    against the plain module on the whole batch in one process. Then values known per rank
+    through all_reduce_mean, the timers' report and a reduced History."""
     plain = run_cli("launch", "-n", "1", "--", sys.executable, WORKER, "plain", timeout=180)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     reference = rank_json(plain.stdout)["plain"]
-    result = run_cli("launch", "-n", "2", "--", sys.executable, WORKER, timeout=240)
+    result = run_cli("launch", "-n", "2", "--", sys.executable, WORKER, str(tmp_path / "h"), timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     found = rank_json(result.stdout)
     assert set(found["losses"]) == {"fsdp", "fsdp_ac", "fsdp_blocks_by_class", "ddp", "hsdp", "hsdp_two_replicas"}
@@ -38,6 +39,14 @@ def test_wrap_on_two_ranks_gives_the_losses_of_one() -> None:
     # FSDP really shards (each rank holds about half), DDP and pure replicas hold everything.
     assert 0.4 < found["share"]["fsdp"] < 0.6 and 0.4 < found["share"]["hsdp"] < 0.6
     assert found["share"]["ddp"] == 1.0 and found["share"]["hsdp_two_replicas"] == 1.0
+    known = found["known"]
+    assert known["float"] == 1.5 and known["tensor"] == [0.5, 4.0]
+    assert {k: known["timers"][k] for k in ("ranks", "min_s", "mean_s", "max_s")} == {"ranks": 2, "min_s": 1.0, "mean_s": 1.5, "max_s": 2.0}
+    # History: rank 0 alone writes, the mean over ranks with the spread, and a summary over steps.
+    assert sorted(p.name for p in (tmp_path / "h").iterdir()) == ["history.jsonl", "history.txt", "history_value.png"]
+    records = [json.loads(line) for line in (tmp_path / "h" / "history.jsonl").read_text().splitlines()]
+    assert records == [{"step": s, "value": 10 * s + 0.5, "value_min": 10.0 * s, "value_max": 10 * s + 1.0} for s in (1, 2, 3)]
+    assert "value: last 30.5  min 10.5  max 30.5  mean 20.5  (3 finite of 3)" in known["summary"]
 
 
 def test_example_writes_one_history_and_plots(tmp_path: Path) -> None:

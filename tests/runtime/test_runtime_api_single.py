@@ -104,11 +104,11 @@ def test_find_blocks_by_layers_class_name_and_module() -> None:
         def __init__(self) -> None:
             super().__init__()
             self.layers = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])
-            self.head = nn.Sequential(nn.Linear(2, 2))
+            self.head = nn.Sequential(nn.Sequential(nn.Linear(2, 2)))
 
     net = Net()
     assert find_blocks(net) == list(net.layers)
-    assert find_blocks(net, nn.Linear) == [*net.layers, net.head[0]]
+    assert find_blocks(net, nn.Linear) == [*net.layers, net.head[0][0]]
     assert find_blocks(net, nn.Sequential) == [net.head]  # outermost matches only
     assert find_blocks(net, ["layers.1", net.head]) == [net.layers[1], net.head]
     assert find_blocks(nn.Linear(2, 2)) == []
