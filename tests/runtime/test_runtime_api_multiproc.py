@@ -51,7 +51,7 @@ def test_wrap_on_two_ranks_gives_the_losses_of_one(tmp_path: Path) -> None:
 
 def test_example_writes_one_history_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "mlp"
-    result = run_cli("launch", "-n", "2", "--", sys.executable, str(ROOT / "examples" / "mlp_synthetic.py"),
+    result = run_cli("launch", "-n", "2", "--", "python", str(ROOT / "examples" / "mlp_synthetic.py"),
                      "--out", str(out), "--steps", "12", timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["history.jsonl", "history.txt", "history_loss.png"]
