@@ -21,6 +21,7 @@ MODES = {  # name -> ag.wrap arguments
     "ddp": {"mode": "ddp"},
     "hsdp": {"mode": "hsdp"},  # one replica group per node: here, shards over both ranks
     "hsdp_two_replicas": {"mode": "hsdp", "replicate": 2},
+    "hsdp_two_replicas_seeded_per_rank": {"mode": "hsdp", "replicate": 2, "seed_per_rank": True},
 }
 SHARE: dict[str, float] = {}  # mode -> this rank's share of the parameters' elements
 
@@ -50,10 +51,10 @@ class Net(nn.Module):
 
 
 def losses(wrap_args: dict | None, rank: int, world: int) -> list[float]:
-    torch.manual_seed(0)
+    args = dict(wrap_args or {})
+    torch.manual_seed(rank if args.pop("seed_per_rank", False) else 0)  # rank 0's weights must win
     model = Net()
     if wrap_args is not None:
-        args = dict(wrap_args)
         if args.get("blocks") == "Block":
             args["blocks"] = Block
         total = sum(p.numel() for p in model.parameters())

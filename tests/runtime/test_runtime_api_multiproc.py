@@ -32,7 +32,8 @@ def test_wrap_on_two_ranks_gives_the_losses_of_one(tmp_path: Path) -> None:
     result = run_cli("launch", "-n", "2", "--", sys.executable, WORKER, str(tmp_path / "h"), timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     found = rank_json(result.stdout)
-    assert set(found["losses"]) == {"fsdp", "fsdp_ac", "fsdp_blocks_by_class", "ddp", "hsdp", "hsdp_two_replicas"}
+    assert set(found["losses"]) == {"fsdp", "fsdp_ac", "fsdp_blocks_by_class", "ddp", "hsdp", "hsdp_two_replicas",
+                                     "hsdp_two_replicas_seeded_per_rank"}
     for mode, losses in found["losses"].items():
         assert losses == pytest.approx(reference, rel=2e-6, abs=1e-7), mode
     assert len(set(reference)) == 5  # the loss moves: the steps did train

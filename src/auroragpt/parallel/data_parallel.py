@@ -86,3 +86,13 @@ def autocast_forward(module: nn.Module, device_type: str) -> None:
             return plain(*args, **kwargs)
 
     module.forward = forward
+
+
+@torch.no_grad()
+def broadcast_from_rank0(module: nn.Module, group=None) -> None:
+    """Make every rank hold rank 0's parameters and buffers (before sharding: FSDP2, unlike DDP,
+    does not sync them, and replicas that start apart never meet again)."""
+    import torch.distributed as dist
+
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0, group=group)

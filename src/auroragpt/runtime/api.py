@@ -132,11 +132,12 @@ def wrap(
     `blocks` names the repeated submodules (a class, dotted names, or modules; default
     `model.layers` if present): each is sharded on its own and is the unit of activation
     checkpointing ("full", "every:N", "selective"). mixed_precision: bf16 compute, fp32 gradient
-    reduction (FSDP's policy; bf16 autocast of the forward under DDP). The model moves to device().
+    reduction (FSDP's policy; bf16 autocast of the forward under DDP). The model moves to device()
+    and starts from rank 0's weights on every rank (so a per-rank seed cannot split replicas).
     Returns the module to call (DDP returns a wrapper; FSDP modifies the module in place).
     """
     from auroragpt.parallel.activation_checkpoint import apply_activation_checkpoint
-    from auroragpt.parallel.data_parallel import apply_ddp, apply_fsdp, autocast_forward
+    from auroragpt.parallel.data_parallel import apply_ddp, apply_fsdp, autocast_forward, broadcast_from_rank0
     from auroragpt.parallel.layout import build_mesh, data_parallel_layout
 
     found = info("wrap")
@@ -147,6 +148,8 @@ def wrap(
     if mode == "ddp":
         if mixed_precision:
             autocast_forward(model, found.device.type)
-        return apply_ddp(model, mesh["dp_replicate"])
+        return apply_ddp(model, mesh["dp_replicate"])  # DDP broadcasts rank 0's state itself
+    if found.world_size > 1:
+        broadcast_from_rank0(model)
     dp_mesh = mesh["dp_shard"] if mode == "fsdp" else mesh["dp_replicate", "dp_shard"]
     return apply_fsdp(model, dp_mesh, mixed_precision=mixed_precision, blocks=blocks)
