@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from auroragpt.errors import ConfigError
+from auroragpt.parallel.blocks import BlockSpec, find_blocks
 
 SELECTIVE = "selective"
 
@@ -40,15 +41,22 @@ def parse_mode(mode: bool | str | int | None) -> int | str:
     )
 
 
-def apply_activation_checkpoint(model: nn.Module, mode: bool | str | int | None) -> int:
-    """Checkpoint the chosen blocks of `model.layers`; returns how many were wrapped."""
+def apply_activation_checkpoint(model: nn.Module, mode: bool | str | int | None, blocks: BlockSpec = None) -> int:
+    """Checkpoint the chosen blocks (`find_blocks`: the GPT's `model.layers`); returns how many were wrapped.
+
+    A model with neither named blocks nor a `layers` container has its whole forward checkpointed,
+    which still saves the memory of every activation but its input.
+    """
     parsed = parse_mode(mode)
     if parsed == 0:
         return 0
     every = 1 if parsed == SELECTIVE else parsed
     context_fn = _selective_context if parsed == SELECTIVE else None
+    found = find_blocks(model, blocks)
+    if not found and blocks is None and not hasattr(model, "layers"):
+        found = [model]
     wrapped = 0
-    for index, block in enumerate(model.layers.values()):
+    for index, block in enumerate(found):
         if index % every:
             continue
         block.forward = _checkpointed(block.forward, context_fn)

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
+from auroragpt.parallel.blocks import BlockSpec, find_blocks
+
 
 def mixed_precision_policy(enabled: bool):
     """bf16 compute with fp32 gradient reduction (FSDP2), or full fp32 when disabled."""
@@ -24,8 +26,10 @@ def apply_fsdp(
     *,
     mixed_precision: bool,
     reshard_after_forward: bool = True,
+    blocks: BlockSpec = None,
 ) -> nn.Module:
-    """Shard every transformer block, then the rest, over `dp_mesh` (1-D: FSDP, 2-D: HSDP).
+    """Shard every block (`find_blocks`: the GPT's transformer blocks), then the rest, over `dp_mesh`
+    (1-D: FSDP, 2-D: HSDP).
 
     With a 2-D mesh ("dp_replicate", "dp_shard") parameters are sharded inside a replica group
     and replicated across groups, which keeps the all-gathers inside a node.
@@ -34,11 +38,10 @@ def apply_fsdp(
     from torch.distributed.fsdp import fully_shard
 
     policy = mixed_precision_policy(mixed_precision)
-    layers = getattr(model, "layers", None)
-    blocks = list(layers.values()) if layers is not None else []
-    for i, block in enumerate(blocks):
+    found = find_blocks(model, blocks)
+    for i, block in enumerate(found):
         # The last block is gathered again right away for backward; keep it unsharded.
-        keep = reshard_after_forward and i < len(blocks) - 1
+        keep = reshard_after_forward and i < len(found) - 1
         fully_shard(block, mesh=dp_mesh, mp_policy=policy, reshard_after_forward=keep)
     fully_shard(model, mesh=dp_mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     return model
@@ -69,3 +72,27 @@ def set_gradient_sync(module: nn.Module, enabled: bool) -> None:
 
     if isinstance(module, FSDPModule):
         module.set_requires_gradient_sync(enabled)
+
+
+def autocast_forward(module: nn.Module, device_type: str) -> None:
+    """Run `module`'s forward under bf16 autocast (mixed precision where FSDP's policy is absent).
+
+    The forward is replaced on the instance, so parameter names stay those of the plain module.
+    """
+    plain = module.forward
+
+    def forward(*args, **kwargs):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return plain(*args, **kwargs)
+
+    module.forward = forward
+
+
+@torch.no_grad()
+def broadcast_from_rank0(module: nn.Module, group=None) -> None:
+    """Make every rank hold rank 0's parameters and buffers (before sharding: FSDP2, unlike DDP,
+    does not sync them, and replicas that start apart never meet again)."""
+    import torch.distributed as dist
+
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0, group=group)

@@ -209,6 +209,28 @@ def _check_batches(layout: ParallelLayout, global_batch: int, micro_batch: int) 
         )
 
 
+# The one table of whole-model data-parallel modes for a user's own module (`auroragpt.wrap`).
+DATA_PARALLEL_MODES: tuple[str, ...] = ("ddp", "fsdp", "hsdp")
+
+
+def data_parallel_layout(mode: str, world_size: int, num_nodes: int, replicate: int | None = None) -> ParallelLayout:
+    """The layout of a pure data-parallel run: DDP replicas, FSDP shards, or HSDP (shards inside
+    `replicate` groups, by default one group per node so all-gathers stay inside a node)."""
+    if mode not in DATA_PARALLEL_MODES:
+        raise ConfigError(f"data-parallel mode {mode!r} is not known", hint=f"choose one of {', '.join(DATA_PARALLEL_MODES)}")
+    if mode == "ddp":
+        return ParallelLayout(dp_replicate=world_size, dp_shard=1)
+    if mode == "fsdp":
+        return ParallelLayout(dp_replicate=1, dp_shard=world_size)
+    groups = num_nodes if replicate is None else replicate
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or world_size % groups:
+        raise ConfigError(
+            f"hsdp: {world_size} rank(s) cannot be split into {groups!r} equal replica groups",
+            hint="pass replicate= a divisor of the number of ranks (default: the number of nodes)",
+        )
+    return ParallelLayout(dp_replicate=groups, dp_shard=world_size // groups)
+
+
 def grad_accum_steps(layout: ParallelLayout, global_batch: int, micro_batch: int) -> int:
     """Micro batches each data-parallel rank accumulates per optimizer step (layout validated)."""
     return global_batch // (micro_batch * layout.dp)

@@ -2,8 +2,10 @@
 
 `setup()` reads the launcher's variables (runtime/env.py), picks the device and backend
 (runtime/device.py), sets this rank's device BEFORE the process group forms, agrees on
-MASTER_ADDR/MASTER_PORT, initialises torch.distributed (only when world size > 1) and returns
-an immutable `DistInfo`. Calling it again returns the same object; `teardown()` undoes it.
+MASTER_ADDR/MASTER_PORT, initialises torch.distributed and returns an immutable `DistInfo`.
+A world of one rank gets a group too (over a private in-memory store, so no port is taken): a
+script that calls torch.distributed.get_rank() or all_reduce runs unchanged on a laptop.
+Calling it again returns the same object; `teardown()` undoes it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def setup(timeout_s: float | None = None, seed: int | None = None) -> DistInfo:
     global _INFO
     import torch.distributed as dist
 
-    if _INFO is not None and (_INFO.world_size == 1 or dist.is_initialized()):
+    if _INFO is not None and dist.is_initialized():
         if seed is not None:
             seed_everything(seed, _INFO.rank)
         return _INFO
@@ -65,27 +67,11 @@ def setup(timeout_s: float | None = None, seed: int | None = None) -> DistInfo:
     device = device_mod.local_device(device_type, ranks.local_rank)
     device_mod.set_current_device(device)
     hostname = socket.gethostname()
-    hosts = (hostname,)
-    if ranks.world_size > 1:
-        if not dist.is_initialized():
-            _agree_on_master(ranks)
-            device_mod.register_backend(backend)
-            timeout = datetime.timedelta(seconds=timeout_seconds(timeout_s))
-            try:
-                atexit.unregister(teardown)
-                atexit.register(teardown)  # a script that never calls teardown() still exits cleanly
-                dist.init_process_group(backend=backend, rank=ranks.rank, world_size=ranks.world_size,
-                                        timeout=timeout)
-            except Exception as err:  # noqa: BLE001 - any rendezvous failure becomes one clear message
-                raise DistError(
-                    f"rank {ranks.rank} of {ranks.world_size} could not join the process group at "
-                    f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} with {backend}: {err}",
-                    hint="check that every rank was started by the same launcher and can reach MASTER_ADDR; "
-                    "raise AURORAGPT_DIST_TIMEOUT if ranks start slowly",
-                ) from None
-        gathered: list[Any] = [None] * ranks.world_size
-        dist.all_gather_object(gathered, hostname)
-        hosts = tuple(dict.fromkeys(gathered))
+    if not dist.is_initialized():
+        _init_process_group(ranks, backend, timeout_s)
+    gathered: list[Any] = [None] * ranks.world_size
+    dist.all_gather_object(gathered, hostname)
+    hosts = tuple(dict.fromkeys(gathered))
     _INFO = DistInfo(
         rank=ranks.rank, local_rank=ranks.local_rank, world_size=ranks.world_size,
         local_world_size=ranks.local_world_size, num_nodes=len(hosts), node_rank=hosts.index(hostname),
@@ -94,6 +80,40 @@ def setup(timeout_s: float | None = None, seed: int | None = None) -> DistInfo:
     if seed is not None:
         seed_everything(seed, _INFO.rank)
     return _INFO
+
+
+def _init_process_group(ranks: RankInfo, backend: str, timeout_s: float | None) -> None:
+    """Join (or, alone, form) the default process group; any failure becomes one DistError."""
+    import torch.distributed as dist
+
+    timeout = datetime.timedelta(seconds=timeout_seconds(timeout_s))
+    store = None
+    if ranks.world_size == 1:
+        store = dist.HashStore()  # nothing to rendezvous with: no MASTER_ADDR, no port
+    else:
+        _agree_on_master(ranks)
+    device_mod.register_backend(backend)
+    try:
+        atexit.unregister(teardown)
+        atexit.register(teardown)  # a script that never calls teardown() still exits cleanly
+        dist.init_process_group(backend=backend, rank=ranks.rank, world_size=ranks.world_size,
+                                timeout=timeout, store=store)
+    except Exception as err:  # noqa: BLE001 - any rendezvous failure becomes one clear message
+        where = "a private store" if store is not None else (
+            f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}")
+        raise DistError(
+            f"rank {ranks.rank} of {ranks.world_size} could not join the process group at {where} "
+            f"with {backend}: {err}",
+            hint="check that every rank was started by the same launcher and can reach MASTER_ADDR; "
+            "raise AURORAGPT_DIST_TIMEOUT if ranks start slowly",
+        ) from None
+
+
+def current() -> DistInfo | None:
+    """The DistInfo of the last setup() whose group still exists, else None (never sets anything up)."""
+    import torch.distributed as dist
+
+    return _INFO if _INFO is not None and dist.is_initialized() else None
 
 
 def teardown() -> None:
