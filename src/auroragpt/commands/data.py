@@ -73,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     if importlib.util.find_spec("auroragpt.commands.data_blend") is not None:
         importlib.import_module("auroragpt.commands.data_blend").register(sub)
+    if importlib.util.find_spec("auroragpt.commands.data_curate") is not None:
+        importlib.import_module("auroragpt.commands.data_curate").register(sub)
 
 
 def _configure_logging() -> None:

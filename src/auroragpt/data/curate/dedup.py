@@ -1,0 +1,176 @@
+"""`data dedup`: exact and near-duplicate removal across all shards, per-shard outputs and ledgers.
+
+Three passes. (1) Per shard, in parallel: a content digest, a word count and (for --near) a MinHash
+signature of every document, kept in OUT/.work/LABEL.sig.npz (reused on resume). (2) On rank 0:
+decisions over the whole corpus in input order (`near.py`'s keep rule), broadcast to every rank.
+(3) Per shard, in parallel: kept documents, ledger and recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from auroragpt.atomic import write_atomically
+from auroragpt.data.curate import runner
+from auroragpt.data.curate.minhash import MinHashSettings, shingle_sets, signatures
+from auroragpt.data.curate.near import exact_duplicates, near_duplicates
+from auroragpt.data.curate.normalize import content_digest, words
+from auroragpt.data.curate.shards import Shard, dumps_record, iter_documents, plan_shards, read_texts
+from auroragpt.data.readers import ReadErrors
+from auroragpt.errors import DataError
+
+BATCH = 2048
+
+
+def dedup(
+    inputs: Sequence[str], out_dir: str | Path, *, exact: bool = True, near: bool = False,
+    minhash: MinHashSettings | None = None, index: str = "lsh", text_key: str = "text",
+    workers: int = 1, on_error: str = "skip", force: bool = False, ranks: runner.Ranks | None = None,
+) -> list[dict]:
+    """Remove duplicates from `inputs` into `out_dir`; returns every shard's counts (on every rank)."""
+    if not (exact or near):
+        raise DataError("dedup needs --exact, --near or both")
+    if index not in ("lsh", "bloom"):
+        raise DataError(f"--index must be 'lsh' or 'bloom', got {index!r}")
+    minhash = minhash or MinHashSettings()
+    if not 0.0 < minhash.threshold <= 1.0 or minhash.num_perm < 1 or minhash.ngram < 1:
+        raise DataError("--threshold must be in (0, 1], --num-perm and --ngram at least 1")
+    ranks = ranks or runner.Ranks()
+    out = Path(out_dir)
+    shards = plan_shards(inputs, out)
+    bands, rows = minhash.banding()
+    settings = {"exact": exact, "near": near, "index": index, "text_key": text_key, "on_error": on_error,
+                "minhash": {**asdict(minhash), "bands": bands, "rows": rows} if near else None}
+    run_recipe = {"command": "dedup", "settings": settings, "inputs": [runner.input_id(s.path) for s in shards]}
+    ranks.on_rank0(lambda: runner.prepare_out_dir(out, run_recipe, force))
+    sig_key = json.dumps({"settings": settings}, sort_keys=True)
+    mine = ranks.mine(shards)
+    runner.map_shards(_signatures_task, [(s, str(out), sig_key, minhash, near, text_key, on_error) for s in mine],
+                      workers)
+    ranks.gather(None)  # every rank's signatures are on disk
+    decisions = ranks.on_rank0(lambda: _decide(shards, out, minhash, exact, near, index, text_key, on_error))
+    tasks = [(s, str(out), runner.shard_recipe(s, "dedup", settings, decisions=_digest(decisions.get(s.label, {}))),
+              decisions.get(s.label, {}), text_key, on_error) for s in mine]
+    counts = runner.map_shards(_write_task, tasks, workers)
+    gathered = [c for part in ranks.gather(counts) for c in part]
+    return sorted(gathered, key=lambda c: [s.label for s in shards].index(c["shard"]))
+
+
+def _sig_path(out: Path, shard: Shard) -> Path:
+    return out / ".work" / f"{shard.label}.sig.npz"
+
+
+def _signatures_task(shard: Shard, out_dir: str, key: str, minhash: MinHashSettings, near: bool,
+                     text_key: str, on_error: str) -> int:
+    path = _sig_path(Path(out_dir), shard)
+    full_key = key + json.dumps(runner.input_id(shard.path))
+    try:
+        with np.load(path) as old:
+            if str(old["key"]) == full_key:
+                return int(old["words"].size)
+    except (OSError, ValueError, KeyError):
+        pass
+    locations, texts = read_texts(shard.path, text_key, on_error)
+    digests = np.frombuffer(b"".join(content_digest(t) for t in texts), np.uint8).reshape(len(texts), 16)
+    counts = np.fromiter((len(words(t)) for t in texts), np.int64, count=len(texts))
+    sigs = np.zeros((len(texts), minhash.num_perm if near else 0), np.uint32)
+    for lo in range(0, len(texts), BATCH) if near else ():
+        sigs[lo:lo + BATCH] = signatures(texts[lo:lo + BATCH], minhash)
+    buf = io.BytesIO()
+    np.savez(buf, key=np.array(full_key), locations=np.asarray(locations, np.int64), words=counts,
+             digests=digests, sigs=sigs)
+    write_atomically(path, buf.getvalue())
+    return len(texts)
+
+
+def _decide(shards: list[Shard], out: Path, minhash: MinHashSettings, exact: bool, near: bool, index: str,
+            text_key: str, on_error: str) -> dict[str, dict[int, list]]:
+    """{shard label: {document number in shard: [rule, score, id of the kept duplicate]}}."""
+    parts = []
+    for s in shards:
+        with np.load(_sig_path(out, s)) as z:
+            parts.append({k: z[k] for k in ("locations", "words", "digests", "sigs")})
+    sizes = np.array([p["words"].size for p in parts], np.int64)
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    shard_of = np.repeat(np.arange(len(shards)), sizes)
+    locations = np.concatenate([p["locations"] for p in parts]) if parts else np.zeros(0, np.int64)
+    nwords = np.concatenate([p["words"] for p in parts]) if parts else np.zeros(0, np.int64)
+    n = int(offsets[-1])
+    removed_by = np.full(n, "", dtype=object)
+    keeper = np.full(n, -1, np.int64)
+    score = np.full(n, np.nan)
+    if exact and n:
+        first = exact_duplicates(np.concatenate([p["digests"] for p in parts]))
+        dup = first != np.arange(n)
+        removed_by[dup], keeper[dup], score[dup] = "exact", first[dup], 1.0
+    if near and n:
+        sigs = np.concatenate([p["sigs"] for p in parts])
+        active = (keeper == -1) & (nwords > 0)
+
+        def shingles_of(idx: np.ndarray) -> dict[int, np.ndarray]:
+            return _reread_shingles(idx, shards, offsets, shard_of, minhash.ngram, text_key, on_error)
+
+        k2, s2 = near_duplicates(sigs, active, minhash, shingles_of, index)
+        hit = k2 != -1
+        removed_by[hit], keeper[hit], score[hit] = "near", k2[hit], s2[hit]
+    decisions: dict[str, dict[int, list]] = {}
+    for g in np.flatnonzero(removed_by != ""):
+        k = int(shard_of[g])
+        kept = int(keeper[g])
+        kept_id = shards[shard_of[kept]].doc_id(int(locations[kept])) if kept >= 0 else None
+        value = None if np.isnan(score[g]) else round(float(score[g]), 4)
+        decisions.setdefault(shards[k].label, {})[int(g - offsets[k])] = [removed_by[g], value, kept_id]
+    return decisions
+
+
+def _reread_shingles(idx: np.ndarray, shards: list[Shard], offsets: np.ndarray, shard_of: np.ndarray,
+                     ngram: int, text_key: str, on_error: str) -> dict[int, np.ndarray]:
+    """N-gram hashes of the global documents `idx`, read back from their shards."""
+    result: dict[int, np.ndarray] = {}
+    for k in np.unique(shard_of[idx]):
+        wanted = idx[shard_of[idx] == k]
+        _, texts = read_texts(shards[k].path, text_key, on_error)
+        local = wanted - offsets[k]
+        shingles, per_doc = shingle_sets([texts[i] for i in local], ngram)
+        ends = np.cumsum(per_doc)
+        for g, end, count in zip(wanted, ends, per_doc):
+            result[int(g)] = shingles[end - count:end]
+    return result
+
+
+def _digest(decisions: dict) -> str:
+    return hashlib.sha256(json.dumps(sorted(decisions.items())).encode()).hexdigest()
+
+
+def _write_task(shard: Shard, out_dir: str, recipe: dict, removals: dict[int, list], text_key: str,
+                on_error: str) -> dict:
+    out = Path(out_dir)
+    done = runner.finished_shard(out, shard, recipe)
+    if done is not None:
+        return done
+    counts = runner.new_counts(shard)
+    errors = ReadErrors(on_error=on_error)
+    kept, ledger = [], []
+    for number, (loc, record, text) in enumerate(iter_documents(shard.path, text_key, errors)):
+        n = len(words(text))
+        counts["documents"] += 1
+        counts["words_in"] += n
+        if number in removals:
+            rule, value, of = removals[number]
+            ledger.append({"id": shard.doc_id(loc), "rule": rule, "score": value, "action": "removed",
+                           "words": n, "of": of})
+            counts["removed"] += 1
+            runner.count_rule(counts, rule, n)
+            continue
+        kept.append(dumps_record(record))
+        counts["kept"] += 1
+        counts["words_kept"] += n
+    counts["malformed"] = errors.count
+    return runner.write_shard(out, shard, recipe, kept, ledger, counts)

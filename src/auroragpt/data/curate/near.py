@@ -1,0 +1,86 @@
+"""Which documents are near or exact duplicates, given their signatures (no files involved).
+
+Keep rule (both indexes): documents are taken in input order, and a document is removed when an
+earlier *kept* document is its duplicate; the first of every group therefore stays. With the LSH
+index, documents sharing a band are candidates and a candidate pair counts only when the exact
+Jaccard similarity of their n-gram sets reaches the threshold (so precision does not hinge on the
+signature's estimate). With the Bloom index (LSHBloom), a band already seen is a duplicate, without
+verification: a few bytes per document and band, for corpora whose band tables do not fit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from auroragpt.data.curate.minhash import (
+    BloomBands,
+    MinHashSettings,
+    band_keys,
+    candidate_pairs,
+    jaccard,
+    shingle_sets,
+    signatures_of_shingles,
+)
+
+
+def exact_duplicates(digests: np.ndarray) -> np.ndarray:
+    """For every document, the index of the first document with the same digest (itself if none)."""
+    if digests.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    keys = np.ascontiguousarray(digests).view(f"V{digests.shape[1]}").ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first[inverse.ravel()].astype(np.int64)
+
+
+def near_duplicates(
+    sigs: np.ndarray,
+    active: np.ndarray,
+    settings: MinHashSettings,
+    shingles_of: Callable[[np.ndarray], dict[int, np.ndarray]],
+    index: str = "lsh",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(keeper, score): keeper[i] is the kept duplicate of removed document i, else -1; score its Jaccard.
+
+    `active` masks the documents taking part; `shingles_of(indices)` returns their n-gram hashes
+    (called once, for the candidates only).
+    """
+    n = sigs.shape[0]
+    keeper = np.full(n, -1, np.int64)
+    score = np.full(n, np.nan)
+    ids = np.flatnonzero(active)
+    if ids.size < 2:
+        return keeper, score
+    bands, rows = settings.banding()
+    keys = band_keys(sigs[ids], bands, rows)
+    if index == "bloom":
+        bloom = BloomBands(bands, ids.size)
+        for local, doc in enumerate(ids):
+            if bloom.seen_then_add(keys[local]):
+                keeper[doc] = -2  # a duplicate of some kept document, unnamed by a Bloom filter
+        return keeper, score
+    pairs = ids[candidate_pairs(keys)]
+    if pairs.size == 0:
+        return keeper, score
+    sets = shingles_of(np.unique(pairs))
+    sims = np.fromiter((jaccard(sets[int(i)], sets[int(j)]) for i, j in pairs), float, count=len(pairs))
+    edges = pairs[sims >= settings.threshold]
+    weights = sims[sims >= settings.threshold]
+    order = np.lexsort((edges[:, 0], edges[:, 1]))  # by later document, then earlier
+    for (i, j), w in zip(edges[order], weights[order]):
+        if keeper[i] == -1 and (keeper[j] == -1 or w > score[j]):  # i is kept (decided: i < j)
+            keeper[j], score[j] = i, w
+    return keeper, score
+
+
+def dedup_texts(texts: list[str], settings: MinHashSettings, index: str = "lsh") -> tuple[np.ndarray, np.ndarray]:
+    """`near_duplicates` of in-memory texts (benchmarks, tests, notebooks)."""
+    shingles, per_doc = shingle_sets(texts, settings.ngram)
+    sigs = signatures_of_shingles(shingles, per_doc, settings)
+    ends = np.cumsum(per_doc)
+
+    def shingles_of(idx: np.ndarray) -> dict[int, np.ndarray]:
+        return {int(i): shingles[ends[i] - per_doc[i]:ends[i]] for i in idx}
+
+    return near_duplicates(sigs, per_doc > 0, settings, shingles_of, index)
