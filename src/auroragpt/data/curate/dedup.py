@@ -45,7 +45,7 @@ def dedup(
     ranks = ranks or runner.Ranks()
     out = Path(out_dir)
     shards = plan_shards(inputs, out)
-    bands, rows = minhash.banding()
+    bands, rows = minhash.banding(verified=index == "lsh")
     settings = {"exact": exact, "near": near, "index": index, "text_key": text_key, "on_error": on_error,
                 "minhash": {**asdict(minhash), "bands": bands, "rows": rows} if near else None}
     run_recipe = {"command": "dedup", "settings": settings, "inputs": [runner.input_id(s.path) for s in shards]}

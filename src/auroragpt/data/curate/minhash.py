@@ -8,6 +8,7 @@ on (num_perm, seed), so signatures agree across processes, ranks and runs.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -29,10 +30,13 @@ class MinHashSettings:
     bands: int = 0  # 0: chosen from the threshold (as datasketch does)
     rows: int = 0
 
-    def banding(self) -> tuple[int, int]:
+    def banding(self, verified: bool = True) -> tuple[int, int]:
+        """(bands, rows). Verified candidates (exact Jaccard afterwards) can afford false positives,
+        so the banding leans to recall (missing weighs 19x a false candidate); unverified ones
+        (the Bloom index) take datasketch's balanced choice."""
         if self.bands and self.rows:
             return self.bands, self.rows
-        return optimal_banding(self.threshold, self.num_perm)
+        return optimal_banding(self.threshold, self.num_perm, 0.05 if verified else 0.5)
 
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +95,7 @@ def _false_negative(threshold: float, b: int, r: int) -> float:
     return float(np.trapezoid(1 - (1 - (1 - xs ** r) ** b), xs))
 
 
+@functools.lru_cache(maxsize=64)
 def optimal_banding(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) minimising the weighted false positive + negative areas (datasketch's rule)."""
     best, best_err = (1, num_perm), math.inf

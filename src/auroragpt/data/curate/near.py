@@ -52,7 +52,7 @@ def near_duplicates(
     ids = np.flatnonzero(active)
     if ids.size < 2:
         return keeper, score
-    bands, rows = settings.banding()
+    bands, rows = settings.banding(verified=index == "lsh")
     keys = band_keys(sigs[ids], bands, rows)
     if index == "bloom":
         bloom = BloomBands(bands, ids.size)
