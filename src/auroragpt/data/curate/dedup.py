@@ -21,7 +21,7 @@ from auroragpt.atomic import write_atomically
 from auroragpt.data.curate import runner
 from auroragpt.data.curate.minhash import MinHashSettings, shingle_sets, signatures
 from auroragpt.data.curate.near import exact_duplicates, near_duplicates
-from auroragpt.data.curate.normalize import content_digest, words
+from auroragpt.data.curate.normalize import content_digest, count_words
 from auroragpt.data.curate.shards import Shard, dumps_record, iter_documents, plan_shards, read_texts
 from auroragpt.data.readers import ReadErrors
 from auroragpt.errors import DataError
@@ -79,7 +79,7 @@ def _signatures_task(shard: Shard, out_dir: str, key: str, minhash: MinHashSetti
         pass
     locations, texts = read_texts(shard.path, text_key, on_error)
     digests = np.frombuffer(b"".join(content_digest(t) for t in texts), np.uint8).reshape(len(texts), 16)
-    counts = np.fromiter((len(words(t)) for t in texts), np.int64, count=len(texts))
+    counts = np.fromiter((count_words(t) for t in texts), np.int64, count=len(texts))
     sigs = np.zeros((len(texts), minhash.num_perm if near else 0), np.uint32)
     for lo in range(0, len(texts), BATCH) if near else ():
         sigs[lo:lo + BATCH] = signatures(texts[lo:lo + BATCH], minhash)
@@ -159,7 +159,7 @@ def _write_task(shard: Shard, out_dir: str, recipe: dict, removals: dict[int, li
     errors = ReadErrors(on_error=on_error)
     kept, ledger = [], []
     for number, (loc, record, text) in enumerate(iter_documents(shard.path, text_key, errors)):
-        n = len(words(text))
+        n = count_words(text)
         counts["documents"] += 1
         counts["words_in"] += n
         if number in removals:

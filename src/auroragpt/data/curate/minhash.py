@@ -63,10 +63,10 @@ def signatures_of_shingles(shingles: np.ndarray, per_doc: np.ndarray, settings: 
     """Signatures from n-gram hashes laid out document after document (`per_doc` of each)."""
     a, b = permutations(settings.num_perm, settings.seed)
     a, b = a[:, None], b[:, None]
-    out = np.full((settings.num_perm, per_doc.size), 0xFFFFFFFF, dtype=np.uint64)
     doc_starts = np.cumsum(per_doc) - per_doc
     owners = np.flatnonzero(per_doc > 0)
     first = doc_starts[owners]  # where each non-empty document's n-grams begin
+    mins = np.full((settings.num_perm, owners.size), 0xFFFFFFFF, dtype=np.uint64)
     block = max(1, _BLOCK_CELLS // settings.num_perm)
     buf = np.empty((settings.num_perm, block), np.uint64)
     for lo in range(0, shingles.size, block):
@@ -76,13 +76,14 @@ def signatures_of_shingles(shingles: np.ndarray, per_doc: np.ndarray, settings: 
             np.multiply(a, x[None, :], out=m)
             m += b
         m >>= np.uint64(32)
-        # segments: the documents this block touches (the first may have begun in an earlier block)
+        # the documents this block touches, a contiguous run (the first may have begun earlier)
         i0 = int(np.searchsorted(first, lo, side="right")) - 1
         i1 = int(np.searchsorted(first, lo + x.size, side="left"))
         seg = np.maximum(first[i0:i1] - lo, 0)
-        docs = owners[i0:i1]
-        out[:, docs] = np.minimum(out[:, docs], np.minimum.reduceat(m, seg, axis=1))
-    return np.ascontiguousarray(out.T.astype(np.uint32))
+        np.minimum(mins[:, i0:i1], np.minimum.reduceat(m, seg, axis=1), out=mins[:, i0:i1])
+    out = np.full((per_doc.size, settings.num_perm), 0xFFFFFFFF, dtype=np.uint32)
+    out[owners] = mins.T
+    return out
 
 
 def _false_positive(threshold: float, b: int, r: int) -> float:
@@ -111,12 +112,11 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n, bands) uint64 keys: two documents share a key when a band of their signatures is equal."""
     n = sigs.shape[0]
     keys = np.empty((n, bands), np.uint64)
-    s = sigs.astype(np.uint64)
     with np.errstate(over="ignore"):
         for i in range(bands):
             acc = np.full(n, np.uint64(i + 1))
-            for j in range(i * rows, (i + 1) * rows):
-                acc = mix64(acc ^ s[:, j])
+            for j in range(i * rows, (i + 1) * rows):  # a column at a time: no uint64 copy of all signatures
+                acc = mix64(acc ^ sigs[:, j].astype(np.uint64))
             keys[:, i] = acc
     return keys
 
@@ -132,23 +132,19 @@ def candidate_pairs(keys: np.ndarray, max_group: int = 64) -> np.ndarray:
     for i in range(keys.shape[1]):
         order = np.argsort(keys[:, i], kind="stable")
         k = keys[order, i]
-        same = np.flatnonzero(k[1:] == k[:-1])
-        if same.size == 0:
-            continue
-        # group boundaries among the sorted keys
         starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
         sizes = np.diff(np.concatenate((starts, [n])))
-        for s, size in zip(starts[sizes > 1], sizes[sizes > 1]):
+        two = starts[sizes == 2]  # the common case, vectorised
+        pairs.append(np.sort(np.stack((order[two], order[two + 1]), axis=1), axis=1))
+        for s, size in zip(starts[sizes > 2], sizes[sizes > 2]):
             members = np.sort(order[s:s + size])
             if size <= max_group:
                 ii, jj = np.triu_indices(size, 1)
                 pairs.append(np.stack((members[ii], members[jj]), axis=1))
             else:
                 pairs.append(np.stack((members[:-1], members[1:]), axis=1))
-    if not pairs:
-        return np.zeros((0, 2), np.int64)
-    allp = np.concatenate(pairs).astype(np.int64)
-    return np.unique(allp, axis=0)
+    allp = np.concatenate(pairs).astype(np.int64) if pairs else np.zeros((0, 2), np.int64)
+    return np.unique(allp, axis=0) if allp.size else allp.reshape(0, 2)
 
 
 def jaccard(x: np.ndarray, y: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from auroragpt.data.curate.minhash import (
     candidate_pairs,
     jaccard,
     shingle_sets,
-    signatures_of_shingles,
+    signatures,
 )
 
 
@@ -74,13 +74,22 @@ def near_duplicates(
     return keeper, score
 
 
-def dedup_texts(texts: list[str], settings: MinHashSettings, index: str = "lsh") -> tuple[np.ndarray, np.ndarray]:
-    """`near_duplicates` of in-memory texts (benchmarks, tests, notebooks)."""
-    shingles, per_doc = shingle_sets(texts, settings.ngram)
-    sigs = signatures_of_shingles(shingles, per_doc, settings)
-    ends = np.cumsum(per_doc)
+def dedup_texts(texts: list[str], settings: MinHashSettings, index: str = "lsh",
+                batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """`near_duplicates` of in-memory texts (benchmarks, tests, notebooks). Signatures are made
+    `batch` documents at a time, and n-grams are recomputed for the candidates only, so memory
+    is the signatures plus one batch."""
+    sigs = np.concatenate([signatures(texts[lo:lo + batch], settings) for lo in range(0, len(texts), batch)]
+                          or [np.zeros((0, settings.num_perm), np.uint32)])
+    active = ~(sigs == 0xFFFFFFFF).all(axis=1)
 
     def shingles_of(idx: np.ndarray) -> dict[int, np.ndarray]:
-        return {int(i): shingles[ends[i] - per_doc[i]:ends[i]] for i in idx}
+        found: dict[int, np.ndarray] = {}
+        for lo in range(0, idx.size, batch):
+            part = idx[lo:lo + batch]
+            shingles, per_doc = shingle_sets([texts[i] for i in part], settings.ngram)
+            ends = np.cumsum(per_doc)
+            found.update({int(i): shingles[e - c:e] for i, e, c in zip(part, ends, per_doc)})
+        return found
 
-    return near_duplicates(sigs, per_doc > 0, settings, shingles_of, index)
+    return near_duplicates(sigs, active, settings, shingles_of, index)

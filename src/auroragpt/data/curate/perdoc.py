@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from auroragpt.data.curate import runner
-from auroragpt.data.curate.normalize import words
+from auroragpt.data.curate.normalize import count_words
 from auroragpt.data.curate.shards import Shard, dumps_record, iter_documents, plan_shards
 from auroragpt.data.readers import ReadErrors
 
@@ -44,13 +44,13 @@ def _shard_task(shard: Shard, out_dir: str, recipe: dict, process: Process, args
     errors = ReadErrors(on_error=on_error)
     kept, ledger = [], []
     for loc, record, text in iter_documents(shard.path, text_key, errors):
-        n = len(words(text))
+        n = count_words(text)
         counts["documents"] += 1
         counts["words_in"] += n
         new_text, entries = process(text, *args)
         for entry in entries:
             ledger.append({"id": shard.doc_id(loc), **entry, "words": n})
-            runner.count_rule(counts, entry["rule"], n if new_text is None else n - len(words(new_text)))
+            runner.count_rule(counts, entry["rule"], n if new_text is None else max(n - count_words(new_text), 0))
         if new_text is None:
             counts["removed"] += 1
             continue
@@ -59,7 +59,7 @@ def _shard_task(shard: Shard, out_dir: str, recipe: dict, process: Process, args
             record = {**record, text_key: new_text}
         kept.append(dumps_record(record))
         counts["kept"] += 1
-        counts["words_kept"] += len(words(new_text)) if new_text != text else n
+        counts["words_kept"] += count_words(new_text) if new_text != text else n
     counts["malformed"] = errors.count
     return runner.write_shard(out, shard, recipe, kept, ledger, counts)
 

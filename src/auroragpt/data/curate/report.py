@@ -36,7 +36,7 @@ def print_tables(summary: dict, out_dir: str | Path) -> None:
 
     console = Console()
     t = summary["total"]
-    rules = Table(title=f"{out_dir} ({summary['command']}): removed or changed, per rule")
+    rules = Table(title=f"{out_dir} ({summary['command']}): documents removed or changed, and words they lost, per rule")
     for name in ("rule", "documents", "words", "share of words"):
         rules.add_column(name, justify="left" if name == "rule" else "right")
     for rule, v in summary["by_rule"].items():
