@@ -128,9 +128,10 @@ def _filter(args: argparse.Namespace) -> int:
                           hint=f"choose from {', '.join(RULES)}")
     languages, candidates = _split(args.languages), _split(args.candidate_languages)
     if "lang" in rules:
-        from auroragpt.data.curate.language import identifier
+        from auroragpt.data.curate.language import check_languages
 
-        identifier(candidates or None)  # unknown codes or a missing package fail before any work
+        check_languages(languages, "--languages")
+        check_languages(candidates, "--candidate-languages")
     settings = {"rules": list(rules), "languages": list(languages), "min_lang_score": args.min_lang_score,
                 "candidate_languages": list(candidates)}
     process_args = (rules, languages, args.min_lang_score, candidates)
