@@ -233,3 +233,27 @@ def test_rerun_with_other_settings_is_refused_unless_forced(tmp_path):
     again = cli("data", "dedup", str(src), "--out", str(tmp_path / "out"), "--near")
     assert again.returncode == 2 and "another curation run" in again.stderr
     assert cli("data", "dedup", str(src), "--out", str(tmp_path / "out"), "--near", "--force").returncode == 0
+
+
+def test_every_input_format_of_data_tokenize_is_curated(tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    texts = [f"Document {i} writes to user{i}@example.org from 10.0.0.{i}." for i in range(6)]
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"text": texts[:2], "year": [2020, 2021]}), src / "a.parquet")
+    with gzip.open(src / "b.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"text": texts[2], "meta": {"k": 1}}) + "\n")
+    (src / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress((json.dumps({"text": texts[3]}) + "\n").encode()))
+    (src / "d.txt").write_text(texts[4])
+    write_jsonl(src / "e.jsonl", [texts[5]])
+    result = cli("data", "filter", str(src), "--out", str(tmp_path / "out"), "--rules", "pii")
+    assert result.returncode == 0, result.stderr
+    rows = kept(tmp_path / "out")
+    assert len(rows) == 6 and all("<EMAIL>" in r["text"] and "<IP_ADDRESS>" in r["text"] for r in rows)
+    assert {"meta": {"k": 1}}.items() <= next(r for r in rows if "meta" in r).items()
+    assert sorted(e["id"] for e in ledger(tmp_path / "out")) == ["a:1", "a:2", "b:1", "c:1", "d:1", "e:1"]
