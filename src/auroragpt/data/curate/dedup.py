@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +20,7 @@ import numpy as np
 from auroragpt.atomic import write_atomically
 from auroragpt.data.curate import runner
 from auroragpt.data.curate.minhash import MinHashSettings, shingle_sets, signatures
-from auroragpt.data.curate.near import exact_duplicates, near_duplicates
+from auroragpt.data.curate.near import exact_duplicates, keep_first, near_duplicates, verified_edges
 from auroragpt.data.curate.normalize import content_digest, count_words
 from auroragpt.data.curate.shards import Shard, dumps_record, iter_documents, plan_shards, read_texts
 from auroragpt.data.readers import ReadErrors
@@ -55,7 +55,7 @@ def dedup(
     runner.map_shards(_signatures_task, [(s, str(out), sig_key, minhash, near, text_key, on_error) for s in mine],
                       workers)
     ranks.gather(None)  # every rank's signatures are on disk
-    decisions = ranks.on_rank0(lambda: _decide(shards, out, minhash, exact, near, index, text_key, on_error))
+    decisions = _decide(shards, out, minhash, exact, near, index, text_key, on_error, ranks)
     tasks = [(s, str(out), runner.shard_recipe(s, "dedup", settings, decisions=_digest(decisions.get(s.label, {}))),
               decisions.get(s.label, {}), text_key, on_error) for s in mine]
     counts = runner.map_shards(_write_task, tasks, workers)
@@ -90,43 +90,87 @@ def _signatures_task(shard: Shard, out_dir: str, key: str, minhash: MinHashSetti
     return len(texts)
 
 
-def _decide(shards: list[Shard], out: Path, minhash: MinHashSettings, exact: bool, near: bool, index: str,
-            text_key: str, on_error: str) -> dict[str, dict[int, list]]:
-    """{shard label: {document number in shard: [rule, score, id of the kept duplicate]}}."""
+@dataclass
+class _Table:
+    """Every document of the run, in input order (global index = offsets[shard] + number in shard)."""
+
+    locations: np.ndarray
+    words: np.ndarray
+    digests: np.ndarray
+    sigs: np.ndarray
+    offsets: np.ndarray
+    shard_of: np.ndarray
+
+
+def _load_table(shards: list[Shard], out: Path) -> _Table:
     parts = []
     for s in shards:
         with np.load(_sig_path(out, s)) as z:
             parts.append({k: z[k] for k in ("locations", "words", "digests", "sigs")})
     sizes = np.array([p["words"].size for p in parts], np.int64)
-    offsets = np.concatenate(([0], np.cumsum(sizes)))
-    shard_of = np.repeat(np.arange(len(shards)), sizes)
-    locations = np.concatenate([p["locations"] for p in parts]) if parts else np.zeros(0, np.int64)
-    nwords = np.concatenate([p["words"] for p in parts]) if parts else np.zeros(0, np.int64)
-    n = int(offsets[-1])
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in ("locations", "words", "digests", "sigs")}
+    return _Table(**joined, offsets=np.concatenate(([0], np.cumsum(sizes))),
+                  shard_of=np.repeat(np.arange(len(shards)), sizes))
+
+
+def _decide(shards: list[Shard], out: Path, minhash: MinHashSettings, exact: bool, near: bool, index: str,
+            text_key: str, on_error: str, ranks: runner.Ranks) -> dict[str, dict[int, list]]:
+    """{shard label: {document number in shard: [rule, score, id of the kept duplicate]}}, on every rank.
+
+    With the LSH index every rank finds and verifies the candidates of its share of the bands
+    (band b on rank b % world_size) and rank 0 applies the keep rule to all verified edges; the
+    Bloom index is sequential by nature and runs on rank 0.
+    """
+    split = near and index == "lsh"
+    if not split:
+        return ranks.on_rank0(lambda: _decisions(shards, out, minhash, exact, near, index, text_key, on_error))
+    table = _load_table(shards, out)
+    first = exact_duplicates(table.digests) if exact else np.arange(table.words.size)
+    active = (first == np.arange(table.words.size)) & (table.words > 0)
+    bands, _ = minhash.banding(verified=True)
+
+    def shingles_of(idx: np.ndarray) -> dict[int, np.ndarray]:
+        return _reread_shingles(idx, shards, table.offsets, table.shard_of, minhash.ngram, text_key, on_error)
+
+    mine = [b for b in range(bands) if b % ranks.world_size == ranks.rank]
+    found = ranks.gather(verified_edges(table.sigs, active, minhash, shingles_of, mine))
+    edges = np.concatenate([e for e, _ in found])
+    sims = np.concatenate([w for _, w in found])
+    return ranks.on_rank0(lambda: _decisions(shards, out, minhash, exact, near, index, text_key, on_error,
+                                             table=table, edges=(edges, sims)))
+
+
+def _decisions(shards: list[Shard], out: Path, minhash: MinHashSettings, exact: bool, near: bool, index: str,
+               text_key: str, on_error: str, table: _Table | None = None,
+               edges: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, dict[int, list]]:
+    table = table or _load_table(shards, out)
+    n = int(table.words.size)
     removed_by = np.full(n, "", dtype=object)
     keeper = np.full(n, -1, np.int64)
     score = np.full(n, np.nan)
     if exact and n:
-        first = exact_duplicates(np.concatenate([p["digests"] for p in parts]))
+        first = exact_duplicates(table.digests)
         dup = first != np.arange(n)
         removed_by[dup], keeper[dup], score[dup] = "exact", first[dup], 1.0
     if near and n:
-        sigs = np.concatenate([p["sigs"] for p in parts])
-        active = (keeper == -1) & (nwords > 0)
+        if edges is not None:
+            k2, s2 = keep_first(n, *edges)
+        else:
+            active = (keeper == -1) & (table.words > 0)
 
-        def shingles_of(idx: np.ndarray) -> dict[int, np.ndarray]:
-            return _reread_shingles(idx, shards, offsets, shard_of, minhash.ngram, text_key, on_error)
+            def shingles_of(idx: np.ndarray) -> dict[int, np.ndarray]:
+                return _reread_shingles(idx, shards, table.offsets, table.shard_of, minhash.ngram, text_key, on_error)
 
-        k2, s2 = near_duplicates(sigs, active, minhash, shingles_of, index)
+            k2, s2 = near_duplicates(table.sigs, active, minhash, shingles_of, index)
         hit = k2 != -1
         removed_by[hit], keeper[hit], score[hit] = "near", k2[hit], s2[hit]
     decisions: dict[str, dict[int, list]] = {}
     for g in np.flatnonzero(removed_by != ""):
-        k = int(shard_of[g])
+        k = int(table.shard_of[g])
         kept = int(keeper[g])
-        kept_id = shards[shard_of[kept]].doc_id(int(locations[kept])) if kept >= 0 else None
+        kept_id = shards[table.shard_of[kept]].doc_id(int(table.locations[kept])) if kept >= 0 else None
         value = None if np.isnan(score[g]) else round(float(score[g]), 4)
-        decisions.setdefault(shards[k].label, {})[int(g - offsets[k])] = [removed_by[g], value, kept_id]
+        decisions.setdefault(shards[k].label, {})[int(g - table.offsets[k])] = [removed_by[g], value, kept_id]
     return decisions
 
 

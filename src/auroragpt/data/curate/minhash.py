@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -108,16 +109,18 @@ def optimal_banding(threshold: float, num_perm: int, fp_weight: float = 0.5) -> 
     return best
 
 
-def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands) uint64 keys: two documents share a key when a band of their signatures is equal."""
+def band_keys(sigs: np.ndarray, bands: int, rows: int, band_ids: Sequence[int] | None = None) -> np.ndarray:
+    """(n, len(band_ids)) uint64 keys (all bands by default): two documents share a key when that
+    band of their signatures is equal."""
     n = sigs.shape[0]
-    keys = np.empty((n, bands), np.uint64)
+    band_ids = list(range(bands)) if band_ids is None else list(band_ids)
+    keys = np.empty((n, len(band_ids)), np.uint64)
     with np.errstate(over="ignore"):
-        for i in range(bands):
+        for col, i in enumerate(band_ids):
             acc = np.full(n, np.uint64(i + 1))
             for j in range(i * rows, (i + 1) * rows):  # a column at a time: no uint64 copy of all signatures
                 acc = mix64(acc ^ sigs[:, j].astype(np.uint64))
-            keys[:, i] = acc
+            keys[:, col] = acc
     return keys
 
 

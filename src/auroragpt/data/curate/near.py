@@ -10,7 +10,7 @@ verification: a few bytes per document and band, for corpora whose band tables d
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -46,31 +46,64 @@ def near_duplicates(
     `active` masks the documents taking part; `shingles_of(indices)` returns their n-gram hashes
     (called once, for the candidates only).
     """
-    n = sigs.shape[0]
+    if index == "bloom":
+        return bloom_duplicates(sigs, active, settings)
+    bands, _ = settings.banding(verified=True)
+    edges, sims = verified_edges(sigs, active, settings, shingles_of, range(bands))
+    return keep_first(sigs.shape[0], edges, sims)
+
+
+def verified_edges(
+    sigs: np.ndarray, active: np.ndarray, settings: MinHashSettings,
+    shingles_of: Callable[[np.ndarray], dict[int, np.ndarray]], band_ids: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """((m, 2) pairs i < j, their Jaccard) of active documents sharing one of the bands `band_ids`
+    whose exact Jaccard reaches the threshold. Ranks can split the bands and merge the edges."""
+    ids = np.flatnonzero(active)
+    bands, rows = settings.banding(verified=True)
+    band_ids = [b for b in band_ids if 0 <= b < bands]
+    if ids.size < 2 or not band_ids:
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    keys = band_keys(sigs[ids], bands, rows, band_ids)
+    pairs = ids[candidate_pairs(keys)]
+    if pairs.size == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    sets = shingles_of(np.unique(pairs))
+    sims = np.fromiter((jaccard(sets[int(i)], sets[int(j)]) for i, j in pairs), float, count=len(pairs))
+    ok = sims >= settings.threshold
+    return pairs[ok], sims[ok]
+
+
+def keep_first(n: int, edges: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The keep rule over verified edges: in input order, a document is removed when an earlier
+    kept document is its duplicate (the most similar such one is named). Edges may repeat."""
     keeper = np.full(n, -1, np.int64)
     score = np.full(n, np.nan)
+    if edges.size == 0:
+        return keeper, score
+    edges, first = np.unique(edges, axis=0, return_index=True)
+    sims = sims[first]
+    order = np.lexsort((edges[:, 0], edges[:, 1]))  # by later document, then earlier
+    for (i, j), w in zip(edges[order], sims[order]):
+        if keeper[i] == -1 and (keeper[j] == -1 or w > score[j]):  # i is kept (decided: i < j)
+            keeper[j], score[j] = i, w
+    return keeper, score
+
+
+def bloom_duplicates(sigs: np.ndarray, active: np.ndarray, settings: MinHashSettings) -> tuple[np.ndarray, np.ndarray]:
+    """LSHBloom: in input order, a document whose band is already in that band's filter is removed
+    (keeper -2: a Bloom filter cannot name the kept duplicate); the others are inserted."""
+    keeper = np.full(sigs.shape[0], -1, np.int64)
+    score = np.full(sigs.shape[0], np.nan)
     ids = np.flatnonzero(active)
     if ids.size < 2:
         return keeper, score
-    bands, rows = settings.banding(verified=index == "lsh")
+    bands, rows = settings.banding(verified=False)
     keys = band_keys(sigs[ids], bands, rows)
-    if index == "bloom":
-        bloom = BloomBands(bands, ids.size)
-        for local, doc in enumerate(ids):
-            if bloom.seen_then_add(keys[local]):
-                keeper[doc] = -2  # a duplicate of some kept document, unnamed by a Bloom filter
-        return keeper, score
-    pairs = ids[candidate_pairs(keys)]
-    if pairs.size == 0:
-        return keeper, score
-    sets = shingles_of(np.unique(pairs))
-    sims = np.fromiter((jaccard(sets[int(i)], sets[int(j)]) for i, j in pairs), float, count=len(pairs))
-    edges = pairs[sims >= settings.threshold]
-    weights = sims[sims >= settings.threshold]
-    order = np.lexsort((edges[:, 0], edges[:, 1]))  # by later document, then earlier
-    for (i, j), w in zip(edges[order], weights[order]):
-        if keeper[i] == -1 and (keeper[j] == -1 or w > score[j]):  # i is kept (decided: i < j)
-            keeper[j], score[j] = i, w
+    bloom = BloomBands(bands, ids.size)
+    for local, doc in enumerate(ids):
+        if bloom.seen_then_add(keys[local]):
+            keeper[doc] = -2
     return keeper, score
 
 
