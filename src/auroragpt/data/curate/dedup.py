@@ -1,9 +1,10 @@
 """`data dedup`: exact and near-duplicate removal across all shards, per-shard outputs and ledgers.
 
 Three passes. (1) Per shard, in parallel: a content digest, a word count and (for --near) a MinHash
-signature of every document, kept in OUT/.work/LABEL.sig.npz (reused on resume). (2) On rank 0:
-decisions over the whole corpus in input order (`near.py`'s keep rule), broadcast to every rank.
-(3) Per shard, in parallel: kept documents, ledger and recipe.
+signature of every document, kept in OUT/.work/LABEL.sig.npz (reused on resume). (2) Decisions over
+the whole corpus in input order (`near.py`'s keep rule): ranks share the LSH bands and their
+candidate verification, rank 0 merges the verified edges and broadcasts the removals. (3) Per
+shard, in parallel: kept documents, ledger and recipe.
 """
 
 from __future__ import annotations
