@@ -202,20 +202,20 @@ def _write_task(shard: Shard, out_dir: str, recipe: dict, removals: dict[int, li
         return done
     counts = runner.new_counts(shard)
     errors = ReadErrors(on_error=on_error)
-    kept, ledger = [], []
-    for number, (loc, record, text) in enumerate(iter_documents(shard.path, text_key, errors)):
-        n = count_words(text)
-        counts["documents"] += 1
-        counts["words_in"] += n
-        if number in removals:
-            rule, value, of = removals[number]
-            ledger.append({"id": shard.doc_id(loc), "rule": rule, "score": value, "action": "removed",
-                           "words": n, "of": of})
-            counts["removed"] += 1
-            runner.count_rule(counts, rule, n)
-            continue
-        kept.append(dumps_record(record))
-        counts["kept"] += 1
-        counts["words_kept"] += n
+    with runner.shard_outputs(out, shard) as sink:
+        for number, (loc, record, text) in enumerate(iter_documents(shard.path, text_key, errors)):
+            n = count_words(text)
+            counts["documents"] += 1
+            counts["words_in"] += n
+            if number in removals:
+                rule, value, of = removals[number]
+                sink.record({"id": shard.doc_id(loc), "rule": rule, "score": value, "action": "removed",
+                             "words": n, "of": of})
+                counts["removed"] += 1
+                runner.count_rule(counts, rule, n)
+                continue
+            sink.keep(dumps_record(record))
+            counts["kept"] += 1
+            counts["words_kept"] += n
     counts["malformed"] = errors.count
-    return runner.write_shard(out, shard, recipe, kept, ledger, counts)
+    return runner.finish_shard(out, shard, recipe, sink, counts)

@@ -42,26 +42,26 @@ def _shard_task(shard: Shard, out_dir: str, recipe: dict, process: Process, args
         return done
     counts = runner.new_counts(shard)
     errors = ReadErrors(on_error=on_error)
-    kept, ledger = [], []
-    for loc, record, text in iter_documents(shard.path, text_key, errors):
-        n = count_words(text)
-        counts["documents"] += 1
-        counts["words_in"] += n
-        new_text, entries = process(text, *args)
-        for entry in entries:
-            ledger.append({"id": shard.doc_id(loc), **entry, "words": n})
-            runner.count_rule(counts, entry["rule"], n if new_text is None else max(n - count_words(new_text), 0))
-        if new_text is None:
-            counts["removed"] += 1
-            continue
-        if new_text != text:
-            counts["changed"] += 1
-            record = {**record, text_key: new_text}
-        kept.append(dumps_record(record))
-        counts["kept"] += 1
-        counts["words_kept"] += count_words(new_text) if new_text != text else n
+    with runner.shard_outputs(out, shard) as sink:
+        for loc, record, text in iter_documents(shard.path, text_key, errors):
+            n = count_words(text)
+            counts["documents"] += 1
+            counts["words_in"] += n
+            new_text, entries = process(text, *args)
+            for entry in entries:
+                sink.record({"id": shard.doc_id(loc), **entry, "words": n})
+                runner.count_rule(counts, entry["rule"], n if new_text is None else max(n - count_words(new_text), 0))
+            if new_text is None:
+                counts["removed"] += 1
+                continue
+            if new_text != text:
+                counts["changed"] += 1
+                record = {**record, text_key: new_text}
+            sink.keep(dumps_record(record))
+            counts["kept"] += 1
+            counts["words_kept"] += count_words(new_text) if new_text != text else n
     counts["malformed"] = errors.count
-    return runner.write_shard(out, shard, recipe, kept, ledger, counts)
+    return runner.finish_shard(out, shard, recipe, sink, counts)
 
 
 def apply_rules(text: str, rules: tuple[str, ...], languages: tuple[str, ...], min_lang_score: float,

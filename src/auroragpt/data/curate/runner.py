@@ -10,15 +10,17 @@ Ranks exchange small objects over torch.distributed (gloo on CPU), set up by `ru
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
-from auroragpt.atomic import write_atomically
-from auroragpt.data.curate.shards import Shard, input_id, sha256_bytes
+from auroragpt.atomic import streaming_atomically, write_atomically
+from auroragpt.data.curate.shards import Shard, input_id
 from auroragpt.errors import AuroraError, DataError
 
 RUN_RECIPE = "curation.json"  # not *.recipe.json: that pattern names shard recipes
@@ -163,15 +165,42 @@ def finished_shard(out_dir: Path, shard: Shard, recipe: dict) -> dict | None:
     return found.get("counts")
 
 
-def write_shard(out_dir: Path, shard: Shard, recipe: dict, kept: list[str], ledger: list[dict], counts: dict) -> dict:
-    """Write the kept documents, the ledger and, last, the recipe that marks the shard finished."""
+class ShardSink:
+    """Where a shard's outputs stream to: kept documents and ledger lines, hashed as they go."""
+
+    def __init__(self, streams: dict[str, IO[bytes]]) -> None:
+        self._streams = streams
+        self._hashes = {suffix: hashlib.sha256() for suffix in streams}
+        self._bytes = dict.fromkeys(streams, 0)
+
+    def _write(self, suffix: str, line: str) -> None:
+        data = (line + "\n").encode("utf-8")
+        self._streams[suffix].write(data)
+        self._hashes[suffix].update(data)
+        self._bytes[suffix] += len(data)
+
+    def keep(self, line: str) -> None:
+        self._write(".jsonl", line)
+
+    def record(self, entry: dict) -> None:
+        self._write(".ledger.jsonl", json.dumps(entry, separators=(",", ":")))
+
+    def outputs(self) -> dict:
+        return {s: {"sha256": self._hashes[s].hexdigest(), "bytes": self._bytes[s]} for s in self._streams}
+
+
+@contextlib.contextmanager
+def shard_outputs(out_dir: Path, shard: Shard) -> Iterator[ShardSink]:
+    """Stream a shard's outputs to temporaries, renamed when the block succeeds (removed if it
+    raises); the caller then writes the recipe with `finish_shard`, which marks the shard done."""
     shard.output(out_dir, ".recipe.json").unlink(missing_ok=True)
-    outputs = {}
-    for suffix, lines in ((".jsonl", kept), (".ledger.jsonl", [json.dumps(e, separators=(",", ":")) for e in ledger])):
-        data = "".join(line + "\n" for line in lines).encode("utf-8")
-        write_atomically(shard.output(out_dir, suffix), data)
-        outputs[suffix] = {"sha256": sha256_bytes(data), "bytes": len(data)}
-    write_json(shard.output(out_dir, ".recipe.json"), {**recipe, "outputs": outputs, "counts": counts})
+    with streaming_atomically(shard.output(out_dir, ".jsonl")) as docs, \
+            streaming_atomically(shard.output(out_dir, ".ledger.jsonl")) as ledger:
+        yield ShardSink({".jsonl": docs, ".ledger.jsonl": ledger})
+
+
+def finish_shard(out_dir: Path, shard: Shard, recipe: dict, sink: ShardSink, counts: dict) -> dict:
+    write_json(shard.output(out_dir, ".recipe.json"), {**recipe, "outputs": sink.outputs(), "counts": counts})
     return counts
 
 

@@ -8,7 +8,6 @@ digests), which marks the shard finished; a rerun skips every shard whose recipe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -111,7 +110,3 @@ def read_texts(path: str, text_key: str, on_error: str = "skip") -> tuple[list[i
 
 def dumps_record(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
