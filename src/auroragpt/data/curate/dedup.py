@@ -21,7 +21,13 @@ import numpy as np
 from auroragpt.atomic import write_atomically
 from auroragpt.data.curate import runner
 from auroragpt.data.curate.minhash import MinHashSettings, shingle_sets, signatures
-from auroragpt.data.curate.near import exact_duplicates, keep_first, near_duplicates, verified_edges
+from auroragpt.data.curate.near import (
+    bloom_duplicates,
+    exact_duplicates,
+    keep_first,
+    near_duplicates,
+    verified_edges,
+)
 from auroragpt.data.curate.normalize import content_digest, count_words
 from auroragpt.data.curate.shards import Shard, dumps_record, iter_documents, plan_shards, read_texts
 from auroragpt.data.readers import ReadErrors
@@ -103,15 +109,22 @@ class _Table:
     shard_of: np.ndarray
 
 
-def _load_table(shards: list[Shard], out: Path) -> _Table:
+def _load_table(shards: list[Shard], out: Path, with_sigs: bool = True) -> _Table:
+    names = ("locations", "words", "digests") + (("sigs",) if with_sigs else ())
     parts = []
     for s in shards:
         with np.load(_sig_path(out, s)) as z:
-            parts.append({k: z[k] for k in ("locations", "words", "digests", "sigs")})
+            parts.append({k: z[k] for k in names})
     sizes = np.array([p["words"].size for p in parts], np.int64)
-    joined = {k: np.concatenate([p[k] for p in parts]) for k in ("locations", "words", "digests", "sigs")}
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in names}
+    joined.setdefault("sigs", np.zeros((0, 0), np.uint32))
     return _Table(**joined, offsets=np.concatenate(([0], np.cumsum(sizes))),
                   shard_of=np.repeat(np.arange(len(shards)), sizes))
+
+
+def _load_sigs(out: Path, shard: Shard) -> np.ndarray:
+    with np.load(_sig_path(out, shard)) as z:
+        return z["sigs"]
 
 
 def _decide(shards: list[Shard], out: Path, minhash: MinHashSettings, exact: bool, near: bool, index: str,
@@ -144,7 +157,7 @@ def _decide(shards: list[Shard], out: Path, minhash: MinHashSettings, exact: boo
 def _decisions(shards: list[Shard], out: Path, minhash: MinHashSettings, exact: bool, near: bool, index: str,
                text_key: str, on_error: str, table: _Table | None = None,
                edges: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, dict[int, list]]:
-    table = table or _load_table(shards, out)
+    table = table or _load_table(shards, out, with_sigs=index != "bloom")
     n = int(table.words.size)
     removed_by = np.full(n, "", dtype=object)
     keeper = np.full(n, -1, np.int64)
@@ -156,6 +169,11 @@ def _decisions(shards: list[Shard], out: Path, minhash: MinHashSettings, exact: 
     if near and n:
         if edges is not None:
             k2, s2 = keep_first(n, *edges)
+        elif index == "bloom":
+            active = (keeper == -1) & (table.words > 0)
+            blocks = ((_load_sigs(out, s), active[table.offsets[k]:table.offsets[k + 1]]) for k, s in enumerate(shards))
+            k2 = np.where(bloom_duplicates(blocks, int(active.sum()), minhash), -2, -1)
+            s2 = np.full(n, np.nan)
         else:
             active = (keeper == -1) & (table.words > 0)
 

@@ -10,7 +10,7 @@ verification: a few bytes per document and band, for corpora whose band tables d
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -46,8 +46,9 @@ def near_duplicates(
     `active` masks the documents taking part; `shingles_of(indices)` returns their n-gram hashes
     (called once, for the candidates only).
     """
-    if index == "bloom":
-        return bloom_duplicates(sigs, active, settings)
+    if index == "bloom":  # a Bloom filter cannot name the kept duplicate: keeper -2
+        keeper = np.where(bloom_duplicates([(sigs, active)], int(active.sum()), settings), -2, -1)
+        return keeper.astype(np.int64), np.full(sigs.shape[0], np.nan)
     bands, _ = settings.banding(verified=True)
     edges, sims = verified_edges(sigs, active, settings, shingles_of, range(bands))
     return keep_first(sigs.shape[0], edges, sims)
@@ -90,21 +91,22 @@ def keep_first(n: int, edges: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray,
     return keeper, score
 
 
-def bloom_duplicates(sigs: np.ndarray, active: np.ndarray, settings: MinHashSettings) -> tuple[np.ndarray, np.ndarray]:
-    """LSHBloom: in input order, a document whose band is already in that band's filter is removed
-    (keeper -2: a Bloom filter cannot name the kept duplicate); the others are inserted."""
-    keeper = np.full(sigs.shape[0], -1, np.int64)
-    score = np.full(sigs.shape[0], np.nan)
-    ids = np.flatnonzero(active)
-    if ids.size < 2:
-        return keeper, score
+def bloom_duplicates(blocks: Iterable[tuple[np.ndarray, np.ndarray]], capacity: int,
+                     settings: MinHashSettings) -> np.ndarray:
+    """LSHBloom over (signatures, active mask) blocks in input order: a document whose band is
+    already in that band's filter is removed, the others are inserted. Blocks (shards) stream, so
+    memory is the filters (~`capacity` x 27 B at 0.8) plus one block. Returns the removed mask."""
     bands, rows = settings.banding(verified=False)
-    keys = band_keys(sigs[ids], bands, rows)
-    bloom = BloomBands(bands, ids.size)
-    for local, doc in enumerate(ids):
-        if bloom.seen_then_add(keys[local]):
-            keeper[doc] = -2
-    return keeper, score
+    bloom = BloomBands(bands, capacity)
+    out = []
+    for sigs, active in blocks:
+        removed = np.zeros(sigs.shape[0], bool)
+        ids = np.flatnonzero(active)
+        keys = band_keys(sigs[ids], bands, rows)
+        for local, doc in enumerate(ids):
+            removed[doc] = bloom.seen_then_add(keys[local])
+        out.append(removed)
+    return np.concatenate(out) if out else np.zeros(0, bool)
 
 
 def dedup_texts(texts: list[str], settings: MinHashSettings, index: str = "lsh",
