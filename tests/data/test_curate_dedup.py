@@ -211,3 +211,17 @@ def test_sigkill_and_resume_write_the_same_bytes(small):
     assert result.returncode == 0, result.stderr
     assert output_digest(out) == digest
     assert not list(out.glob("*.tmp*")) and not list(out.glob(".work/*.tmp*"))
+
+
+def test_a_bad_shard_on_one_rank_stops_every_rank_with_one_paragraph(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text('{"text": "a fine document"}\n')
+    (tmp_path / "in" / "b.jsonl").write_text('{"text": "fine"}\n{"nope": 1}\n')  # shard 1: rank 1's
+    result = cli("launch", "-n", "2", "--", str(BIN / "auroragpt"), "data", "dedup", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "out"), "--on-error", "fail", timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    assert "Traceback" not in text
+    assert "[rank 1] auroragpt data: error: malformed input at" in text and "b.jsonl:2" in text
+    assert "[rank 0] auroragpt data: error: on rank 1: malformed input" in text
+    assert not list((tmp_path / "out").glob("*.recipe.json"))

@@ -59,14 +59,12 @@ def dedup(
     ranks.on_rank0(lambda: runner.prepare_out_dir(out, run_recipe, force))
     sig_key = json.dumps({"settings": settings}, sort_keys=True)
     mine = ranks.mine(shards)
-    runner.map_shards(_signatures_task, [(s, str(out), sig_key, minhash, near, text_key, on_error) for s in mine],
-                      workers)
-    ranks.gather(None)  # every rank's signatures are on disk
+    sign = [(s, str(out), sig_key, minhash, near, text_key, on_error) for s in mine]
+    ranks.everywhere(lambda: runner.map_shards(_signatures_task, sign, workers))  # all signatures are on disk
     decisions = _decide(shards, out, minhash, exact, near, index, text_key, on_error, ranks)
     tasks = [(s, str(out), runner.shard_recipe(s, "dedup", settings, decisions=_digest(decisions.get(s.label, {}))),
               decisions.get(s.label, {}), text_key, on_error) for s in mine]
-    counts = runner.map_shards(_write_task, tasks, workers)
-    gathered = [c for part in ranks.gather(counts) for c in part]
+    gathered = [c for part in ranks.everywhere(lambda: runner.map_shards(_write_task, tasks, workers)) for c in part]
     return sorted(gathered, key=lambda c: [s.label for s in shards].index(c["shard"]))
 
 

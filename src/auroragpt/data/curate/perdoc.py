@@ -28,8 +28,7 @@ def run_document_pass(
     ranks.on_rank0(lambda: runner.prepare_out_dir(out, recipe, force))
     tasks = [(s, str(out), runner.shard_recipe(s, command, settings), process, process_args, text_key, on_error)
              for s in ranks.mine(shards)]
-    counts = runner.map_shards(_shard_task, tasks, workers)
-    gathered = [c for part in ranks.gather(counts) for c in part]
+    gathered = [c for part in ranks.everywhere(lambda: runner.map_shards(_shard_task, tasks, workers)) for c in part]
     order = [s.label for s in shards]
     return sorted(gathered, key=lambda c: order.index(c["shard"]))
 

@@ -21,7 +21,7 @@ from typing import IO, Any, Callable, Iterator, Sequence
 
 from auroragpt.atomic import streaming_atomically, write_atomically
 from auroragpt.data.curate.shards import Shard, input_id
-from auroragpt.errors import AuroraError, DataError
+from auroragpt.errors import AuroraError, DataError, DistError
 
 RUN_RECIPE = "curation.json"  # not *.recipe.json: that pattern names shard recipes
 OUTPUT_SUFFIXES = (".jsonl", ".ledger.jsonl", ".recipe.json")
@@ -56,7 +56,8 @@ class Ranks:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
+        with self._peers():
+            dist.all_gather_object(out, obj)
         return out
 
     def broadcast(self, obj: Any) -> Any:
@@ -66,8 +67,32 @@ class Ranks:
         import torch.distributed as dist
 
         box = [obj]
-        dist.broadcast_object_list(box, src=0)
+        with self._peers():
+            dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    @contextlib.contextmanager
+    def _peers(self) -> Iterator[None]:
+        """A peer that died (its own error already printed) becomes one line here, not a traceback."""
+        try:
+            yield
+        except RuntimeError as err:
+            raise DistError(f"rank {self.rank}: another rank of the job stopped ({str(err).splitlines()[0][:200]})",
+                            hint="the first failing rank's message above says why") from None
+
+    def everywhere(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on every rank; a user error on any rank is raised on every rank (first rank's first)."""
+        result: tuple = (None, None)
+        try:
+            result = (fn(), None)
+        except AuroraError as err:
+            result = (None, (type(err), err.message, err.hint))
+        outcomes = self.gather(result)
+        errors = [(r, e) for r, (_, e) in enumerate(outcomes) if e is not None]
+        if errors:
+            rank, (kind, message, hint) = errors[0]
+            raise kind(message if rank == self.rank else f"on rank {rank}: {message}", hint=hint)
+        return [value for value, _ in outcomes]
 
     def on_rank0(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on rank 0 only; its result, or its user error, reaches every rank."""
