@@ -17,6 +17,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 
 def _umask() -> int:
@@ -77,6 +78,13 @@ def write_atomically(path: str | os.PathLike[str], data: str | bytes, *, durable
         else:
             tmp.write_text(data, encoding="utf-8")
     return Path(path)
+
+
+@contextlib.contextmanager
+def streaming_atomically(path: str | os.PathLike[str], *, durable: bool = False) -> Iterator[IO[bytes]]:
+    """A binary stream for a file too large to hold in memory, published through `atomic_path`."""
+    with atomic_path(path, durable=durable) as tmp, open(tmp, "wb") as stream:
+        yield stream
 
 
 @contextlib.contextmanager

@@ -69,9 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir")
     p.set_defaults(func=_demo_corpora)
 
-    from auroragpt.commands import data_blend
+    from auroragpt.commands import data_blend, data_curate
 
     data_blend.register(sub)
+    data_curate.register(sub)
 
 
 def _configure_logging() -> None:

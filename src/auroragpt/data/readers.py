@@ -172,7 +172,14 @@ def iter_line_chunks(path: Path, chunk_bytes: int = 4 << 20) -> Iterator[tuple[i
 
 def parse_jsonl_chunk(chunk: bytes, first_line: int, file: str, text_key: str, errors: ReadErrors) -> list[str]:
     """The texts of the JSON lines in `chunk`; bad lines go to `errors`. Blank lines are ignored."""
-    texts: list[str] = []
+    return [record[text_key] for _, record in parse_jsonl_records(chunk, first_line, file, text_key, errors)]
+
+
+def parse_jsonl_records(chunk: bytes, first_line: int, file: str, text_key: str,
+                        errors: ReadErrors) -> list[tuple[int, dict]]:
+    """(line number, record) of the JSON lines in `chunk` whose `text_key` is a string (curation
+    keeps the other fields); bad lines go to `errors`. Blank lines are ignored."""
+    texts: list[tuple[int, dict]] = []
     for number, raw in enumerate(chunk.split(b"\n"), start=first_line):
         if not raw.strip():
             continue
@@ -191,7 +198,7 @@ def parse_jsonl_chunk(chunk: bytes, first_line: int, file: str, text_key: str, e
         if not isinstance(text, str):
             errors.record(file, number, f"{text_key!r} is {type(text).__name__}, not a string")
             continue
-        texts.append(text)
+        texts.append((number, record))
     return texts
 
 

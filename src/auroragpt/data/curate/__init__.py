@@ -1,0 +1,1 @@
+"""Data curation between raw corpora and `data tokenize`: dedup, quality/language filters, PII, decontamination."""
