@@ -19,6 +19,8 @@ import os
 import random
 import re
 import shutil
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,17 +38,14 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from auroragpt.errors import AuroraError
 from auroragpt.log import get_logger
+from auroragpt.train.checkpoint_integrity import (META, CheckpointError, describe_damage, find_damage, read_meta,
+                                                  record_files)
 
 log = get_logger(__name__)
 
 CHECKPOINT_NAME = re.compile(r"^step_(\d{8})$")
-META = "meta.json"
-
-
-class CheckpointError(AuroraError):
-    """A checkpoint is missing, incomplete or does not fit the model."""
+__all__ = ["CheckpointError", "Checkpointer", "read_meta", "resolve_checkpoint", "latest_checkpoint"]
 
 
 def checkpoints_root(run_dir: str | os.PathLike[str]) -> Path:
@@ -111,9 +110,9 @@ def _quiet_single_process():
         yield
 
 
-def _barrier() -> None:
+def _barrier(group: Any = None) -> None:
     if _world() > 1:
-        dist.barrier()
+        dist.barrier(group=group)
 
 
 class Checkpointer:
@@ -123,18 +122,22 @@ class Checkpointer:
         self.run_dir = Path(run_dir)
         self.keep_last = keep_last
         self.async_save = async_save
-        self._pending: tuple[Any, Path, Path, dict] | None = None
+        self._pending: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self.last_save_s: float | None = None  # seconds the last save blocked training
         # Async uploads run collectives from a background thread: give them their own gloo group
         # so they never interleave with the training collectives.
         self._group = dist.new_group(backend="gloo") if async_save and _world() > 1 else None
 
     def save(self, step: int, model_parts: list[torch.nn.Module], optimizers: list[torch.optim.Optimizer], meta: dict[str, Any]) -> None:
-        """Write checkpoint `step` (blocking unless async_save; then it finishes in the background).
+        """Write checkpoint `step` (blocking unless async_save; then it finishes in the background
+        and is published as soon as every rank's data is on disk).
 
         `model_parts` are this rank's modules (several with virtual pipeline stages), each with
         its own optimizer; their state dicts use the single-device names, so they merge.
         """
         self.wait()
+        started = time.perf_counter()
         final = checkpoint_path(self.run_dir, step)
         tmp = final.with_name(final.name + ".tmp")
         if _rank() == 0:
@@ -148,27 +151,39 @@ class Checkpointer:
             with _quiet_single_process():
                 future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group,
                                         no_dist=not dist.is_initialized())
-            self._pending = (future, tmp, final, meta)
+            self._pending = threading.Thread(target=self._publish_when_written, args=(future, tmp, final, meta),
+                                             name=f"checkpoint-{step}", daemon=True)
+            self._pending.start()
         else:
             with _quiet_single_process():
                 dcp.save(state, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())
-            self._finish(tmp, final, meta)
+            self._finish(tmp, final, meta, None)
+        self.last_save_s = time.perf_counter() - started
+
+    def _publish_when_written(self, future: Any, tmp: Path, final: Path, meta: dict[str, Any]) -> None:
+        try:
+            future.result()
+            self._finish(tmp, final, meta, self._group)
+        except BaseException as err:  # noqa: BLE001 - re-raised on the training thread by wait()
+            self._failure = err
 
     def wait(self) -> None:
         """Finish an async save still in flight (called before the next save and at the end)."""
         if self._pending is None:
             return
-        future, tmp, final, meta = self._pending
+        self._pending.join()
         self._pending = None
-        future.result()
-        self._finish(tmp, final, meta)
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
-    def _finish(self, tmp: Path, final: Path, meta: dict[str, Any]) -> None:
-        _barrier()
+    def _finish(self, tmp: Path, final: Path, meta: dict[str, Any], group: Any) -> None:
+        _barrier(group)
+        files = record_files(tmp, group)
         if _rank() == 0:
             meta_tmp = tmp / (META + ".tmp")
             with open(meta_tmp, "w") as f:
-                json.dump(meta, f, indent=1)
+                json.dump({**meta, "files": files}, f, indent=1)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(meta_tmp, tmp / META)
@@ -177,7 +192,7 @@ class Checkpointer:
             os.replace(tmp, final)
             self._prune()
             log.info("checkpoint saved: %s", final)
-        _barrier()
+        _barrier(group)
 
     def _prune(self) -> None:
         for old in list_checkpoints(self.run_dir)[: -self.keep_last]:
@@ -187,6 +202,9 @@ class Checkpointer:
         """Load model and optimizer state in place (any saved layout onto this one), restore this
         rank's RNG when the world size matches, and return the checkpoint's meta.json."""
         path = Path(path)
+        problems = find_damage(path)  # collective: every rank raises together, none waits alone
+        if problems:
+            raise describe_damage(path, problems)
         meta = read_meta(path)
         state = training_state(model_parts, optimizers)
         try:
@@ -227,14 +245,6 @@ def _discard(path: Path) -> None:
     trash = path.with_name(path.name + f".trash-{os.getpid()}")
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
-
-
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    meta_file = Path(path) / META
-    if not meta_file.is_file():
-        raise CheckpointError(f"{path} is not a complete checkpoint (no {META})",
-                              hint="pass a RUN_DIR/checkpoints/step_XXXXXXXX directory or a run directory")
-    return json.loads(meta_file.read_text())
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
