@@ -2,7 +2,8 @@
 
 Layout: RUN_DIR/checkpoints/step_XXXXXXXX/ holding the DCP shards of {"model", "optim"}, one
 `rank_XXXXX.pt` per rank (RNG states) and `meta.json` (step, tokens, loader and guard state,
-config, model config, tokenizer, data mix). Every rank writes into `step_XXXXXXXX.tmp`; rank 0
+config, model config, tokenizer, data mix, and the SHA-256 and size of every other file, checked
+before a load: see checkpoint_integrity.py). Every rank writes into `step_XXXXXXXX.tmp`; rank 0
 renames it to its final name only after all ranks finished, so a directory named `step_XXXXXXXX`
 is always complete, and a kill at any moment leaves the previous checkpoint loadable. Old
 checkpoints are first renamed out of the way, then deleted, for the same reason.

@@ -49,6 +49,7 @@ def train(cfg: Config) -> TrainResult:
     steps = total_steps(cfg)
     ranks = read_rank_info()
     layout = check_layout(cfg, model_cfg, ranks.world_size)  # before any process-group work
+    configure(ranks.rank)
     lock = RunLock(run_dir).acquire() if ranks.rank == 0 else None  # one job per run folder
     try:
         return _train(cfg, run_dir, model_cfg, steps, layout)
