@@ -103,9 +103,8 @@ def _run_once(plan: LaunchPlan, grace_s: float, failure_grace_s: float) -> JobRe
         raise LaunchError(f"the launcher program {plan.argv[0]!r} was not found on PATH",
                           hint="load the MPI module (or activate the venv that has mpiexec), "
                           "or choose another with --launcher") from None
-    first_failure: list[tuple[str, int, str | None]] = []
+    failures: list[tuple[str, int, str | None, tuple[str, ...]]] = []  # in the order they were reported
     recent: dict[str, collections.deque[str]] = collections.defaultdict(lambda: collections.deque(maxlen=LAST_LINES))
-    failure_lines: list[str] = []
     received: list[int] = []
     signal_times: list[float] = []
     failure_times: list[float] = []
@@ -116,9 +115,8 @@ def _run_once(plan: LaunchPlan, grace_s: float, failure_grace_s: float) -> JobRe
             sink.flush()
             text = line.decode("utf-8", "replace").rstrip("\n")
             match = FAILURE_PATTERN.search(text) if scan else None
-            if match and not first_failure:
-                first_failure.append((match.group(1), int(match.group(2)), match.group(3)))
-                failure_lines.extend(recent[match.group(1)])
+            if match:
+                failures.append((match.group(1), int(match.group(2)), match.group(3), tuple(recent[match.group(1)])))
                 failure_times.append(time.monotonic())
             elif not match and (tagged := RANK_LINE.match(text)):
                 recent[tagged.group(1)].append(tagged.group(2))
@@ -164,10 +162,24 @@ def _run_once(plan: LaunchPlan, grace_s: float, failure_grace_s: float) -> JobRe
             proc.wait(timeout=30)
     if received:
         return JobResult(128 + received[0], None, True)
-    if first_failure:
-        rank, code, host = first_failure[0]
-        return JobResult(code, rank, False, host, tuple(failure_lines))
+    if failures:
+        rank, code, host, lines = _root_cause(failures)
+        return JobResult(code, rank, False, host, lines)
     return JobResult(exit_code_of(proc.returncode), None, False)
+
+
+# What a rank prints when it fails only because a peer went away (gloo, NCCL, MPI): such a rank
+# may report before the rank that caused it, which is still printing its traceback.
+PEER_LOSS = re.compile(r"Connection closed by peer|Connection reset by peer|remote worker crashing|"
+                       r"remote process exited|Broken pipe|NCCL communicator was aborted", re.IGNORECASE)
+
+
+def _root_cause(failures: list[tuple[str, int, str | None, tuple[str, ...]]]) -> tuple[str, int, str | None, tuple[str, ...]]:
+    """The first failure that is not only the echo of a lost peer (else the first one)."""
+    for failure in failures:
+        if not any(PEER_LOSS.search(line) for line in failure[3]):
+            return failure
+    return failures[0]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
