@@ -156,11 +156,7 @@ def _train(cfg: Config, run_dir: Path, model_cfg, steps: int, layout) -> TrainRe
                 metrics.write(record)
                 log.info(format_record(record))
         checkpointer.wait()
-        if step > first_step and finite_steps == 0:
-            raise TrainingDiverged(f"every one of the {step - first_step} steps of this run had a non-finite loss "
-                                   f"(last: {loss}); nothing was learnt",
-                                   hint="check the model and optimizer settings (model.rope_theta, model.norm_eps, "
-                                   "optim.lr); the metrics record each step's loss")
+        check_something_was_learnt(step - first_step, finite_steps, loss)
     finally:
         metrics.close()
         if info.rank == 0 and cfg.metrics.plots:  # a stopped or diverged run gets its plots too
@@ -171,6 +167,16 @@ def _train(cfg: Config, run_dir: Path, model_cfg, steps: int, layout) -> TrainRe
 
 # ----------------------------------------------------------------------------------------------
 # The named pieces, in the order the loop uses them.
+
+
+def check_something_was_learnt(steps_run: int, finite_steps: int, last_loss: float) -> None:
+    """A run whose every step had a non-finite loss failed, even when it was too short for the
+    guard's max_skipped_in_a_row to stop it: it must not exit 0."""
+    if steps_run > 0 and finite_steps == 0:
+        raise TrainingDiverged(f"every one of the {steps_run} steps of this run had a non-finite loss "
+                               f"(last: {last_loss}); nothing was learnt",
+                               hint="check the model and optimizer settings (model.rope_theta, model.norm_eps, "
+                               "optim.lr); the metrics record each step's loss")
 
 
 def write_plots_safely(run_dir: Path) -> None:
