@@ -15,6 +15,7 @@ import fcntl
 import math
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -179,3 +180,20 @@ def test_tp_and_pp_checkpoints_continue_on_one_rank_and_on_another_layout(root: 
     # 1.7e-7 relative, 3 units in the last place; a lost optimizer state or RNG would be far larger).
     for step in (4, 5, 6):
         assert moved[step] == pytest.approx(after[step], rel=1e-6, abs=0), (source, target, step)
+
+
+def test_a_damaged_rank_file_stops_every_rank_at_once_with_one_clear_error(root: Path) -> None:
+    """A damaged rank_00001.pt used to fail rank 1 alone and leave rank 0 waiting in a collective
+    until the process-group timeout: now every rank verifies its share and all stop together."""
+    run_dir, _, _ = _killed_and_resumed("tp_sp", root)
+    damaged = root / "damaged_rank_file"
+    shutil.copytree(run_dir / "checkpoints" / "step_00000006", damaged)
+    (damaged / "rank_00001.pt").write_bytes(b"not a pickle")
+    ranks, extra = LAYOUTS["tp_sp"]
+    other = root / "from_damaged"
+    started = time.monotonic()
+    rc = _launch(ranks, root / "run.toml", other, (*extra, f"--checkpoint.load_from={damaged}"))
+    log = other.with_suffix(".log").read_text()
+    assert rc == 2, log[-4000:]
+    assert time.monotonic() - started < 60, log[-4000:]
+    assert f"{damaged / 'rank_00001.pt'} holds" in log and "Traceback" not in log, log[-4000:]
