@@ -196,7 +196,7 @@ def coerce_value(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         try:
             value = kind(float(text)) if kind is int and ("e" in text.lower()) else kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: "inf" or "1e400" for an integer
             raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
     if value is None:
         if nullable:
@@ -269,40 +269,21 @@ def apply_override(cfg: Config, item: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks that need no process group (layout checks live in auroragpt.parallel)."""
+    """Every field's range and the relations that need no process group (auroragpt.config_rules
+    owns the table; layout checks against the world size live in auroragpt.parallel)."""
+    from auroragpt.config_rules import check_ranges
+
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{section}.{key} = {value!r} is not one of {', '.join(allowed)}")
-    d, t, o = cfg.data, cfg.train, cfg.optim
-    positive = {"data.seq_len": d.seq_len, "data.micro_batch": d.micro_batch, "data.global_batch": d.global_batch,
-                "checkpoint.keep_last": cfg.checkpoint.keep_last, "metrics.log_every": cfg.metrics.log_every,
-                "train.max_skipped_in_a_row": t.max_skipped_in_a_row}
-    for name, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{name} must be positive, got {value}")
-    if d.global_batch % d.micro_batch:
-        raise ConfigError(f"data.global_batch ({d.global_batch}) must be a multiple of data.micro_batch ({d.micro_batch})")
+    check_ranges(cfg)
+    d, t = cfg.data, cfg.train
     if (t.steps > 0) == (t.tokens > 0):
         raise ConfigError("set exactly one of train.steps and train.tokens (the run length)",
                           hint=f"got train.steps={t.steps}, train.tokens={t.tokens}")
     if not d.synthetic and not d.file_list:
         raise ConfigError("data.file_list is empty", hint="point it at a data-file-list, or set data.synthetic=true")
-    if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
-        raise ConfigError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={o.lr}, min_lr={o.min_lr}")
-    if o.warmup_steps < 0 or o.decay_steps < 0:
-        raise ConfigError("optim.warmup_steps and optim.decay_steps must not be negative")
-    if not 0.0 <= d.valid_fraction < 1.0:
-        raise ConfigError(f"data.valid_fraction must be in [0, 1), got {d.valid_fraction}")
-    if not t.grad_clip >= 0:
-        raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {t.grad_clip}")
-    if not t.spike_factor > 1:
-        raise ConfigError(f"train.spike_factor must be > 1 (a step is skipped when its loss exceeds this many "
-                          f"times the running average), got {t.spike_factor}",
-                          hint="use e.g. 3; a very large value turns the spike check off (NaN losses are still skipped)")
-    if t.spike_warmup_steps < 0 or t.max_skipped_in_a_row < 1:
-        raise ConfigError("train.spike_warmup_steps must be >= 0 and train.max_skipped_in_a_row >= 1, got "
-                          f"{t.spike_warmup_steps} and {t.max_skipped_in_a_row}")
 
 
 def override_keys() -> list[tuple[str, str]]:

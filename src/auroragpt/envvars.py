@@ -14,6 +14,8 @@ ENV_VARS: dict[str, str] = {
     "AURORAGPT_LOG_ALL_RANKS": "1 to log from every rank, not only rank 0",
     "AURORAGPT_DIST_TIMEOUT": "seconds to wait for the process group to form; default 600",
     "AURORAGPT_API_KEYS": "comma-separated API keys accepted by `auroragpt serve`",
+    "AURORAGPT_LAUNCHER_PID": "set by `auroragpt launch` for its ranks: the pid they die with (on its host)",
+    "AURORAGPT_LAUNCHER_HOST": "set by `auroragpt launch` for its ranks: the host AURORAGPT_LAUNCHER_PID runs on",
 }
 
 

@@ -33,7 +33,9 @@ MODES = worker.MODES
 # difference in the (clipped, so sensitive) gradient norm, so only the first step's norm is exact.
 BF16 = (2e-2, 1e-2, 1)
 TOLERANCE = {mode: BF16 for mode, (*_, options) in MODES.items() if options.get("mixed_precision")}
-DEFAULT_TOLERANCE = (5e-4, 1e-3, worker.STEPS)
+# Observed on gloo (CPU): losses within 8.5e-6 and grad norms within 1.6e-4 of the single-process
+# run (another summation order, not bit for bit); the bounds keep a margin of about 3x.
+DEFAULT_TOLERANCE = (3e-5, 5e-4, worker.STEPS)
 
 
 def _start_group(world: int, modes: list[str], out: Path) -> list[subprocess.Popen]:

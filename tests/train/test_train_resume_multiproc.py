@@ -112,10 +112,11 @@ def test_checkpoints_reshard_two_to_one_and_one_to_two_ranks(runs):
     finish(launch(runs["config"], two, 2, f"--checkpoint.load_from={one / 'checkpoints' / 'step_00000015'}"), two)
     a, c, d = losses(runs["straight"]), losses(one), losses(two)
     assert sorted(c) == list(range(11, 21)) and sorted(d) == list(range(16, 21))
+    # Not bit for bit (1 rank sums the gradient in another order): observed within 8.9e-8 relative.
     for step in range(11, 21):
-        assert c[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
+        assert c[step] == pytest.approx(a[step], rel=1e-6, abs=0), step
     for step in range(16, 21):
-        assert d[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
+        assert d[step] == pytest.approx(a[step], rel=1e-6, abs=0), step
 
 
 def test_inference_model_from_run_dir_without_process_group(runs):

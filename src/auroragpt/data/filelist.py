@@ -296,6 +296,9 @@ def _normalise(
             weights.append(0.0)
         else:
             weights.append(item.corpus_weight * tokens / corpus_tokens[item.corpus])
+    # Scaled by the largest weight first: weights near the float maximum would overflow the sum.
+    largest = max(weights, default=0.0)
+    weights = [w / largest for w in weights] if largest > 0 else weights
     total = math.fsum(weights)
     if not measured or total <= 0:
         return []

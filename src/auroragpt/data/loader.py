@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from auroragpt.data.blend import BlendPlan
+from auroragpt.config_rules import grad_accum_steps
 from auroragpt.errors import ConfigError
 
 
@@ -26,7 +27,7 @@ class MicroBatchDataset(Dataset):
         self.plan = plan
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.micro_batch, self.global_batch = micro_batch, global_batch
-        self.micro_per_batch = global_batch // (dp_size * micro_batch)
+        self.micro_per_batch = grad_accum_steps(global_batch, micro_batch, dp_size)
         self.num_global_batches = len(plan) // global_batch
 
     def __len__(self) -> int:
@@ -115,12 +116,7 @@ def build_loader(
     """A resumable loader of this rank's [micro_batch, S+1] int64 shares of each global batch."""
     if dp_size < 1 or not 0 <= dp_rank < dp_size:
         raise ConfigError(f"data-parallel rank {dp_rank} is outside [0, {dp_size})")
-    if micro_batch < 1 or global_batch < 1 or global_batch % (dp_size * micro_batch):
-        raise ConfigError(
-            f"global batch {global_batch} is not a multiple of micro batch {micro_batch} x "
-            f"data-parallel size {dp_size}",
-            hint="pick a global batch divisible by micro_batch * dp_size",
-        )
+    grad_accum_steps(global_batch, micro_batch, dp_size)
     if len(plan) < global_batch:
         raise ConfigError(
             f"the blend plan has {len(plan)} samples, fewer than one global batch of {global_batch}",

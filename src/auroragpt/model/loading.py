@@ -69,12 +69,17 @@ def _quiet_single_process():
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's meta.json, or one CheckpointError naming the file."""
     meta_file = Path(path) / META
     if not meta_file.is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {META})",
                               hint="pass a RUN_DIR/checkpoints/step_XXXXXXXX directory or a run directory")
-    return read_json(meta_file, CheckpointError, want=dict,
-                     hint="the checkpoint's meta.json is damaged; load an earlier checkpoint")
+    meta = read_json(meta_file, CheckpointError, want=dict,
+                     hint="the checkpoint cannot be trusted; use an earlier one (a run folder resumes "
+                     "from its newest intact checkpoint)")
+    if not isinstance(meta.get("step"), int):
+        raise CheckpointError(f"{meta_file} is damaged: it holds no step number", hint="use an earlier checkpoint")
+    return meta
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
@@ -120,7 +125,12 @@ def load_inference_model(path: str | os.PathLike[str], device: str | torch.devic
         return model.to(device).eval(), {"tokenizer": str(tokenizer) if tokenizer.is_file() else None, "hf_folder": str(path)}
     if (path / "config.json").is_file() and not (path / META).is_file():
         return load_model(path, device=device)
+    from auroragpt.model.checkpoint_integrity import describe_damage, find_damage
+
     ckpt = resolve_checkpoint(path)
+    problems = find_damage(ckpt)  # in this process only: the loader needs no process group
+    if problems:
+        raise describe_damage(ckpt, problems)
     meta = read_meta(ckpt)
     cfg = ModelConfig.from_dict(meta["model_config"], source=f"{ckpt / META}")
     with torch.device("meta"):

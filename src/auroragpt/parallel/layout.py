@@ -191,16 +191,7 @@ def _check_pipeline(layout: ParallelLayout, cfg: "ModelConfig") -> None:
 
 
 def _check_batches(layout: ParallelLayout, global_batch: int, micro_batch: int) -> None:
-    for name, value in (("global_batch", global_batch), ("micro_batch", micro_batch)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"data.{name} must be an integer >= 1, got {value!r}")
-    per_step = micro_batch * layout.dp
-    if global_batch % per_step:
-        raise ConfigError(
-            f"data.global_batch ({global_batch}) is not divisible by data.micro_batch ({micro_batch}) x data-parallel "
-            f"ranks (dp_replicate {layout.dp_replicate} x dp_shard {layout.dp_shard} = {layout.dp}) = {per_step}",
-            hint=f"make data.global_batch a multiple of {per_step}; the quotient is the number of gradient-accumulation steps",
-        )
+    grad_accum_steps(layout, global_batch, micro_batch)
     if layout.pp > 1 and micro_batch % layout.num_microbatches:
         raise ConfigError(
             f"data.micro_batch ({micro_batch}) is not divisible by parallel.pp_microbatches ({layout.num_microbatches}): "
@@ -232,8 +223,11 @@ def data_parallel_layout(mode: str, world_size: int, num_nodes: int, replicate: 
 
 
 def grad_accum_steps(layout: ParallelLayout, global_batch: int, micro_batch: int) -> int:
-    """Micro batches each data-parallel rank accumulates per optimizer step (layout validated)."""
-    return global_batch // (micro_batch * layout.dp)
+    """Micro batches each data-parallel rank accumulates per optimizer step (the config's rule)."""
+    from auroragpt.config_rules import grad_accum_steps as split_batch
+
+    detail = f"dp_replicate {layout.dp_replicate} x dp_shard {layout.dp_shard} = {layout.dp}"
+    return split_batch(global_batch, micro_batch, layout.dp, dp_detail=detail)
 
 
 def build_mesh(layout: ParallelLayout, device_type: str) -> "DeviceMesh | None":

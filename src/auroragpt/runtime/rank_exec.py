@@ -1,6 +1,11 @@
 """`python -m auroragpt.runtime.rank_exec -- CMD ...`: run one rank's command with its output
 prefixed by "[rank N] ", and on failure print one line the launcher recognises
-(`FAILURE_PATTERN`) so it can say which rank failed first. Imports nothing heavy.
+(`FAILURE_PATTERN`, with the rank's host) so it can say which rank failed first. Imports nothing heavy.
+
+A rank never outlives the job's launcher: this wrapper asks the kernel for SIGTERM when its own
+parent (mpiexec's proxy, torch's elastic agent, slurmstepd) dies, and, on the launcher's host,
+watches the `auroragpt launch` process itself (AURORAGPT_LAUNCHER_PID), which mpiexec or srun may
+survive when it is killed by SIGKILL. Either way the command is stopped (SIGTERM, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -8,15 +13,19 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import BinaryIO
 
 from auroragpt.runtime.env import read_rank_info
 from auroragpt.errors import AuroraError
 
-FAILURE_PATTERN = re.compile(r"auroragpt launch: rank (\d+|\?) exited with code (\d+)")
+FAILURE_PATTERN = re.compile(r"auroragpt launch: rank (\d+|\?) exited with code (\d+)(?:.*? on host (\S+))?")
+WATCH_INTERVAL_S = 0.5
+STOP_GRACE_S = 3.0
 
 
 def _pump(source: BinaryIO, sink: BinaryIO, prefix: bytes) -> None:
@@ -46,6 +55,58 @@ def _child_options() -> dict:
     return {"process_group": 0, "preexec_fn": die_with_parent}
 
 
+def _set_parent_death_signal(signum: int) -> None:
+    """Linux: deliver `signum` to this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
+
+
+def _launcher_to_watch() -> int | None:
+    """The pid of `auroragpt launch` when it runs on this host (set by the runner), else None."""
+    from auroragpt import envvars
+
+    pid, host = envvars.read("AURORAGPT_LAUNCHER_PID"), envvars.read("AURORAGPT_LAUNCHER_HOST")
+    if not pid or not pid.isdigit() or host != socket.gethostname():
+        return None
+    return int(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has ended too (its parent has not collected it yet)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """SIGTERM the command, SIGKILL it after STOP_GRACE_S."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+
+
+def _watch_launcher(pid: int, child: subprocess.Popen, rank: int | str) -> None:
+    while child.poll() is None:
+        if not _alive(pid):
+            print(f"[rank {rank}] auroragpt launch (pid {pid}) is gone: stopping this rank", file=sys.stderr, flush=True)
+            _stop(child)
+            return
+        time.sleep(WATCH_INTERVAL_S)
+
+
 def exit_code_of(returncode: int) -> int:
     """Shell-style exit code: a death by signal N becomes 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -62,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         print(f"auroragpt launch: rank {rank}: no command given", file=sys.stderr)
         return 2
+    _set_parent_death_signal(signal.SIGTERM)  # then `forward` below stops the command
+    launcher_pid = _launcher_to_watch()
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")  # so rank output streams instead of arriving at exit
     prefix = f"[rank {rank}] ".encode()
@@ -71,17 +134,20 @@ def main(argv: list[str] | None = None) -> int:
                                  **_child_options())
     except OSError as err:
         print(f"[rank {rank}] cannot start {args[0]!r}: {err.strerror}", file=sys.stderr, flush=True)
-        print(f"auroragpt launch: rank {rank} exited with code 127", file=sys.stderr, flush=True)
+        print(f"auroragpt launch: rank {rank} exited with code 127 on host {socket.gethostname()}",
+              file=sys.stderr, flush=True)
         return 127
 
     def forward(signum: int, _frame: object) -> None:
         if child.poll() is None:
             child.send_signal(signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
     pumps = [threading.Thread(target=_pump, args=(child.stdout, sys.stdout.buffer, prefix), daemon=True),
              threading.Thread(target=_pump, args=(child.stderr, sys.stderr.buffer, prefix), daemon=True)]
+    if launcher_pid is not None:
+        pumps.append(threading.Thread(target=_watch_launcher, args=(launcher_pid, child, rank), daemon=True))
     for pump in pumps:
         pump.start()
     returncode = child.wait()
@@ -90,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     code = exit_code_of(returncode)
     if code != 0:
         how = f" (killed by {signal.Signals(-returncode).name})" if returncode < 0 and -returncode in signal.valid_signals() else ""
-        print(f"auroragpt launch: rank {rank} exited with code {code}{how}", file=sys.stderr, flush=True)
+        print(f"auroragpt launch: rank {rank} exited with code {code}{how} on host {socket.gethostname()}",
+              file=sys.stderr, flush=True)
     return code
 
 

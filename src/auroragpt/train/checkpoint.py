@@ -2,7 +2,8 @@
 
 Layout: RUN_DIR/checkpoints/step_XXXXXXXX/ holding the DCP shards of {"model", "optim"}, one
 `rank_XXXXX.pt` per rank (RNG states) and `meta.json` (step, tokens, loader and guard state,
-config, model config, tokenizer, data mix). Every rank writes into `step_XXXXXXXX.tmp`; rank 0
+config, model config, tokenizer, data mix, and the SHA-256 and size of every other file, checked
+before a load: see checkpoint_integrity.py). Every rank writes into `step_XXXXXXXX.tmp`; rank 0
 renames it to its final name only after all ranks finished, so a directory named `step_XXXXXXXX`
 is always complete, and a kill at any moment leaves the previous checkpoint loadable. Old
 checkpoints are first renamed out of the way, then deleted, for the same reason.
@@ -17,6 +18,8 @@ import json
 import os
 import random
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from auroragpt.atomic import write_atomically
 from auroragpt.log import get_logger
+from auroragpt.model.checkpoint_integrity import describe_damage, find_damage, record_files
 from auroragpt.model.loading import (  # noqa: F401  (the checkpoint layout, shared with the loader)
     CHECKPOINT_NAME,
     META,
@@ -50,6 +54,9 @@ from auroragpt.model.loading import (  # noqa: F401  (the checkpoint layout, sha
 )
 
 log = get_logger(__name__)
+
+__all__ = ["CheckpointError", "Checkpointer", "read_meta", "resolve_checkpoint", "latest_checkpoint"]
+
 
 def remove_incomplete(run_dir: str | os.PathLike[str]) -> None:
     """Delete leftovers of killed saves and deletions (rank 0, before training starts)."""
@@ -83,9 +90,9 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def _barrier() -> None:
+def _barrier(group: Any = None) -> None:
     if _world() > 1:
-        dist.barrier()
+        dist.barrier(group=group)
 
 
 class Checkpointer:
@@ -95,18 +102,22 @@ class Checkpointer:
         self.run_dir = Path(run_dir)
         self.keep_last = keep_last
         self.async_save = async_save
-        self._pending: tuple[Any, Path, Path, dict] | None = None
+        self._pending: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self.last_save_s: float | None = None  # seconds the last save blocked training
         # Async uploads run collectives from a background thread: give them their own gloo group
         # so they never interleave with the training collectives.
         self._group = dist.new_group(backend="gloo") if async_save and _world() > 1 else None
 
     def save(self, step: int, model_parts: list[torch.nn.Module], optimizers: list[torch.optim.Optimizer], meta: dict[str, Any]) -> None:
-        """Write checkpoint `step` (blocking unless async_save; then it finishes in the background).
+        """Write checkpoint `step` (blocking unless async_save; then it finishes in the background
+        and is published as soon as every rank's data is on disk).
 
         `model_parts` are this rank's modules (several with virtual pipeline stages), each with
         its own optimizer; their state dicts use the single-device names, so they merge.
         """
         self.wait()
+        started = time.perf_counter()
         final = checkpoint_path(self.run_dir, step)
         tmp = final.with_name(final.name + ".tmp")
         if _rank() == 0:
@@ -120,31 +131,43 @@ class Checkpointer:
             with _quiet_single_process():
                 future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group,
                                         no_dist=not dist.is_initialized())
-            self._pending = (future, tmp, final, meta)
+            self._pending = threading.Thread(target=self._publish_when_written, args=(future, tmp, final, meta),
+                                             name=f"checkpoint-{step}", daemon=True)
+            self._pending.start()
         else:
             with _quiet_single_process():
                 dcp.save(state, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())
-            self._finish(tmp, final, meta)
+            self._finish(tmp, final, meta, None)
+        self.last_save_s = time.perf_counter() - started
+
+    def _publish_when_written(self, future: Any, tmp: Path, final: Path, meta: dict[str, Any]) -> None:
+        try:
+            future.result()
+            self._finish(tmp, final, meta, self._group)
+        except BaseException as err:  # noqa: BLE001 - re-raised on the training thread by wait()
+            self._failure = err
 
     def wait(self) -> None:
         """Finish an async save still in flight (called before the next save and at the end)."""
         if self._pending is None:
             return
-        future, tmp, final, meta = self._pending
+        self._pending.join()
         self._pending = None
-        future.result()
-        self._finish(tmp, final, meta)
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
-    def _finish(self, tmp: Path, final: Path, meta: dict[str, Any]) -> None:
-        _barrier()
+    def _finish(self, tmp: Path, final: Path, meta: dict[str, Any], group: Any) -> None:
+        _barrier(group)
+        files = record_files(tmp, group)
         if _rank() == 0:
-            write_atomically(tmp / META, json.dumps(meta, indent=1), durable=True)
+            write_atomically(tmp / META, json.dumps({**meta, "files": files}, indent=1), durable=True)
             if final.exists():
                 _discard(final)
             os.replace(tmp, final)
             self._prune()
             log.info("checkpoint saved: %s", final)
-        _barrier()
+        _barrier(group)
 
     def _prune(self) -> None:
         for old in list_checkpoints(self.run_dir)[: -self.keep_last]:
@@ -154,6 +177,9 @@ class Checkpointer:
         """Load model and optimizer state in place (any saved layout onto this one), restore this
         rank's RNG when the world size matches, and return the checkpoint's meta.json."""
         path = Path(path)
+        problems = find_damage(path)  # collective: every rank raises together, none waits alone
+        if problems:
+            raise describe_damage(path, problems)
         meta = read_meta(path)
         state = training_state(model_parts, optimizers)
         try:

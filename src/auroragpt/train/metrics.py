@@ -8,6 +8,7 @@ table gets MFU None (reported as absent), never a guess.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import sys
@@ -98,7 +99,7 @@ class MetricsWriter:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled or self._file is None:
             return
-        self._file.write(json.dumps(record, allow_nan=True) + "\n")
+        self._file.write(json.dumps(strict_record(record), allow_nan=False) + "\n")
         step = int(record.get("step", 0))
         scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         if self._wandb is not None:
@@ -119,13 +120,27 @@ class MetricsWriter:
             self._tb = None
 
 
-def truncate_after(path: str | os.PathLike[str], step: int) -> None:
-    """Drop records of steps > `step` (written by a run killed after its last checkpoint), atomically."""
+def strict_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as strict JSON allows it: a NaN or infinite value becomes null, and the names of
+    those fields are listed under "non_finite" (so a NaN loss is still told from a missing one)."""
+    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if not bad:
+        return record
+    return {**{k: (None if k in bad else v) for k, v in record.items()}, "non_finite": bad}
+
+
+def truncate_after(path: str | os.PathLike[str], step: int, last: dict[str, Any] | None = None) -> None:
+    """Drop records of steps > `step` (written by a run killed after its last checkpoint), atomically.
+
+    `last`, the record of step `step` kept in its checkpoint, is put back when a kill between the
+    save and the metrics line lost it."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and last is None:
         return
-    kept = [line for line in read_lines(path) if line.get("step", 0) <= step]
-    write_atomically(path, "".join(json.dumps(r) + "\n" for r in kept))
+    kept = [line for line in read_lines(path) if line.get("step", 0) <= step] if path.exists() else []
+    if last is not None and last.get("step") == step and not any(r.get("step") == step for r in kept):
+        kept.append(last)
+    write_atomically(path, "".join(json.dumps(strict_record(r), allow_nan=False) + "\n" for r in kept))
 
 
 def read_lines(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

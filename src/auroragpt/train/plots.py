@@ -20,6 +20,21 @@ from auroragpt.errors import AuroraError
 Series = Sequence[float | None]
 
 
+def _number(value: Any) -> float:
+    """A plotted value: strict-JSON nulls (NaN or inf at write time) and gaps become NaN."""
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def checkpoint_times(run_dir: str | os.PathLike[str]) -> list[float]:
+    """Seconds each checkpoint save blocked training, in save order (from metrics.jsonl)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    from auroragpt.train.metrics import read_lines
+
+    return [_number(r["checkpoint_save_s"]) for r in read_lines(path) if r.get("checkpoint_save_s") is not None]
+
+
 def load_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """One record per step (the last one written wins), in step order."""
     path = Path(run_dir) / "metrics.jsonl"
@@ -31,11 +46,11 @@ def load_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def summarize(history: list[dict[str, Any]]) -> str:
+def summarize(history: list[dict[str, Any]], save_times: list[float] | None = None) -> str:
     """A few lines: steps, tokens, first/last/min loss, median throughput, MFU, skipped steps."""
     if not history:
         return "no steps recorded yet"
-    losses = [r["loss"] for r in history if math.isfinite(r.get("loss", math.nan))]
+    losses = [r["loss"] for r in history if math.isfinite(_number(r.get("loss")))]
     # The first steps include warm-up (allocation, compilation); the median of the rest is honest.
     steady = history[len(history) // 5:] or history
     timed = [r for r in steady if "tokens_per_s" in r] or [r for r in history if "tokens_per_s" in r]
@@ -51,6 +66,9 @@ def summarize(history: list[dict[str, Any]]) -> str:
         f"MFU (median): {100 * mfus[len(mfus) // 2]:.1f}%" if mfus else "MFU: not reported (device not in the peak-FLOPS table)",
         f"peak memory: {max(r.get('memory_gib', 0.0) for r in history):.2f} GiB",
     ]
+    if save_times:
+        lines.append(f"checkpoints: {len(save_times)} saved, {sorted(save_times)[len(save_times) // 2]:.2f} s median, "
+                     f"{max(save_times):.2f} s longest (time training waited)")
     if last.get("stopped"):
         lines.append(f"stopped: {last['stopped']}")
     return "\n".join(lines)
@@ -66,9 +84,9 @@ def write_plots(run_dir: str | os.PathLike[str]) -> str:
         "throughput.png": [("tokens_per_s", "tokens / s (whole job)"), ("tflops_per_device", "TFLOP/s per device")],
     }
     for name, series in panels.items():
-        panels_data = [(label, [r.get(key, math.nan) for r in history], None) for key, label in series]
+        panels_data = [(label, [_number(r.get(key)) for r in history], None) for key, label in series]
         save_panels(run_dir / name, steps, panels_data)
-    summary = summarize(history)
+    summary = summarize(history, checkpoint_times(run_dir))
     write_atomically(run_dir / "summary.txt", summary + "\n")
     return summary
 

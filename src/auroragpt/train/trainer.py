@@ -8,6 +8,7 @@ TP or a pipeline schedule alike) and one global `clip_grad_norm_`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -20,9 +21,13 @@ import torch.distributed as dist
 from auroragpt.config import Config, save_resolved, total_steps
 from auroragpt.errors import ConfigError
 from auroragpt.log import configure, get_logger
-from auroragpt.train.checkpoint import Checkpointer, latest_checkpoint, remove_incomplete, resolve_checkpoint
+from auroragpt.train.checkpoint import (META, Checkpointer, checkpoints_root, list_checkpoints, remove_incomplete,
+                                       resolve_checkpoint)
+from auroragpt.model.checkpoint_integrity import newest_intact
 from auroragpt.train.guard import SpikeGuard, TrainingDiverged
-from auroragpt.train.metrics import MetricsWriter, device_peak_flops, memory_gib, throughput, truncate_after
+from auroragpt.train.run_lock import RunLock
+from auroragpt.train.metrics import (MetricsWriter, device_peak_flops, memory_gib, strict_record, throughput,
+                                    truncate_after)
 from auroragpt.train.optim import build_optimizer, lr_at, set_lr
 
 log = get_logger(__name__)
@@ -38,18 +43,29 @@ class TrainResult:
 
 def train(cfg: Config) -> TrainResult:
     """Run (or resume) the training job described by `cfg` on every rank of the launched job."""
-    from auroragpt.runtime.setup import seed_everything, setup, teardown
-    from auroragpt.parallel.layout import data_parallel_coordinates
-    from auroragpt.parallel.parallelize import parallelize
-
     from auroragpt.runtime.env import read_rank_info
-    from auroragpt.parallel.layout import build_mesh
 
     run_dir = Path(cfg.run.dir)
     check_run_dir(run_dir)  # before any model is built: a bad path must cost seconds, not minutes
     model_cfg = resolve_model_config(cfg)
     steps = total_steps(cfg)
-    layout = check_layout(cfg, model_cfg, read_rank_info().world_size)  # before any process-group work
+    ranks = read_rank_info()
+    layout = check_layout(cfg, model_cfg, ranks.world_size)  # before any process-group work
+    configure(ranks.rank)
+    lock = RunLock(run_dir).acquire() if ranks.rank == 0 else None  # one job per run folder
+    try:
+        return _train(cfg, run_dir, model_cfg, steps, layout)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: Config, run_dir: Path, model_cfg, steps: int, layout) -> TrainResult:
+    """The job itself, on every rank, once the config and layout are known to be sound."""
+    from auroragpt.runtime.setup import seed_everything, setup, teardown
+    from auroragpt.parallel.layout import build_mesh, data_parallel_coordinates, grad_accum_steps
+    from auroragpt.parallel.parallelize import parallelize
+
     info = setup(seed=cfg.train.seed)
     configure(info.rank)
     mesh = build_mesh(layout, info.device.type)
@@ -82,14 +98,15 @@ def train(cfg: Config) -> TrainResult:
             seed_everything(cfg.train.seed + step, info.rank)
         warn_if_data_order_changes(meta.get("config", {}), cfg, steps)
         log.info("resumed from %s at step %d (%d tokens seen)", resume_path, step, tokens_seen)
-    if info.rank == 0:  # forget steps a killed run logged after its last checkpoint
-        truncate_after(run_dir / "metrics.jsonl", step)
+    if info.rank == 0:  # forget steps a killed run logged after its last checkpoint, keep the checkpoint's own
+        own = resume_path is not None and resume_path.parent.resolve() == checkpoints_root(run_dir).resolve()
+        truncate_after(run_dir / "metrics.jsonl", step, meta.get("metrics_record") if own else None)
 
     dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
     loader = build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
     batches = iter(loader)
     data_mix = read_data_mix(cfg)
-    accum = cfg.data.global_batch // (cfg.data.micro_batch * dp_size)
+    accum = grad_accum_steps(layout, cfg.data.global_batch, cfg.data.micro_batch)
     tokens_per_step = cfg.data.global_batch * cfg.data.seq_len
     flops_per_token = model_cfg.flops_per_token(cfg.data.seq_len)
     peak = device_peak_flops(info.device)
@@ -99,6 +116,7 @@ def train(cfg: Config) -> TrainResult:
              cfg.model.preset, model_cfg.num_params() / 1e6, steps, info.world_size, accum)
 
     loss = float("nan")
+    finite_steps, first_step = 0, step
     try:
         while step < steps:
             lr = lr_at(step, cfg.optim, steps)
@@ -109,6 +127,7 @@ def train(cfg: Config) -> TrainResult:
             tokens, targets = next_batch(batches, accum)
             loss = float(runner.train_step(tokens, targets, cross_entropy, grad_accum=accum))
             grad_norm = float(runner.clip_grad_norm_(cfg.train.grad_clip))
+            finite_steps += math.isfinite(loss)
             try:
                 applied = guard.check(step + 1, loss, grad_norm)
             except TrainingDiverged as err:  # the step that ends the run is in the metrics too
@@ -126,31 +145,51 @@ def train(cfg: Config) -> TrainResult:
             elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
             step += 1
             tokens_seen += tokens_per_step
-            if step % cfg.metrics.log_every == 0 or step == steps or not applied:
+            saving = should_checkpoint(cfg, step, steps)
+            if step % cfg.metrics.log_every == 0 or step == steps or not applied or saving:
                 record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
                           "step_time_s": elapsed, "cpu_time_s": cpu_elapsed, "skipped": not applied,
                           "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
                           **throughput(tokens_per_step, elapsed, flops_per_token, info.world_size, peak)}
+                if saving:  # the checkpoint keeps the record, in case a kill comes before it is written
+                    meta = checkpoint_meta(cfg, model_cfg, step, tokens_seen, guard, data_mix)
+                    checkpointer.save(step, runner.model_parts, optimizers, {**meta, "metrics_record": strict_record(record)})
+                    record["checkpoint_save_s"] = checkpointer.last_save_s
                 metrics.write(record)
                 log.info(format_record(record))
-            if should_checkpoint(cfg, step, steps):
-                meta = checkpoint_meta(cfg, model_cfg, step, tokens_seen, guard, data_mix)
-                checkpointer.save(step, runner.model_parts, optimizers, meta)
+        checkpointer.wait()
+        check_something_was_learnt(step - first_step, finite_steps, loss)
     finally:
         metrics.close()
-
-    checkpointer.wait()
-    if info.rank == 0 and cfg.metrics.plots:
-        from auroragpt.train.plots import write_plots
-
-        write_plots(run_dir)
-        log.info("plots and summary: %s/{loss.png,throughput.png,summary.txt}", run_dir)
+        if info.rank == 0 and cfg.metrics.plots:  # a stopped or diverged run gets its plots too
+            write_plots_safely(run_dir)
     teardown()
     return TrainResult(run_dir, step, loss, guard.skipped_total)
 
 
 # ----------------------------------------------------------------------------------------------
 # The named pieces, in the order the loop uses them.
+
+
+def check_something_was_learnt(steps_run: int, finite_steps: int, last_loss: float) -> None:
+    """A run whose every step had a non-finite loss failed, even when it was too short for the
+    guard's max_skipped_in_a_row to stop it: it must not exit 0."""
+    if steps_run > 0 and finite_steps == 0:
+        raise TrainingDiverged(f"every one of the {steps_run} steps of this run had a non-finite loss "
+                               f"(last: {last_loss}); nothing was learnt",
+                               hint="check the model and optimizer settings (model.rope_theta, model.norm_eps, "
+                               "optim.lr); the metrics record each step's loss")
+
+
+def write_plots_safely(run_dir: Path) -> None:
+    """Plots and summary at the end of any run; a failure here never hides the run's own error."""
+    from auroragpt.train.plots import write_plots
+
+    try:
+        write_plots(run_dir)
+        log.info("plots and summary: %s/{loss.png,throughput.png,summary.txt}", run_dir)
+    except Exception as err:  # noqa: BLE001 - the plots are a convenience, the run's outcome is not
+        log.warning("could not write the plots of %s: %s", run_dir, err)
 
 
 def resolve_model_config(cfg: Config):
@@ -231,18 +270,33 @@ def prepare_run_dir(cfg: Config, run_dir: Path, rank: int) -> None:
 
 
 def find_resume_checkpoint(cfg: Config, run_dir: Path) -> Path | None:
-    """The run's own latest checkpoint (when checkpoint.resume), else checkpoint.load_from.
+    """The run's own newest intact checkpoint (when checkpoint.resume), else checkpoint.load_from.
 
     A run started from load_from and restarted (by --retries or by hand) continues from its own
-    progress rather than starting over from load_from.
+    progress rather than starting over from load_from. Damaged checkpoints are skipped with a
+    warning naming them. With resume=false, a folder that already holds checkpoints is refused:
+    they would be mixed with this run's and a later resume would continue the older run.
+    Collective (every rank verifies a share of the files).
     """
-    own = latest_checkpoint(run_dir) if cfg.checkpoint.resume else None
-    if own is not None:
+    own = list_checkpoints(run_dir)
+    if own and not cfg.checkpoint.resume:
+        raise ConfigError(f"checkpoint.resume = false, but {run_dir} already holds checkpoints of an earlier run "
+                          f"(up to {own[-1].name}); a fresh run there would mix its checkpoints with them",
+                          hint="choose a new run.dir for a fresh run, delete the old checkpoints, or set "
+                          "checkpoint.resume = true to continue that run")
+    found = newest_intact(own, warn=log.warning) if own else None
+    if found is not None:
         if cfg.checkpoint.load_from:
-            log.info("continuing from this run's own %s (checkpoint.load_from applies only to a fresh run)", own.name)
-        return own
+            log.info("continuing from this run's own %s (checkpoint.load_from applies only to a fresh run)", found.name)
+        return found
     if cfg.checkpoint.load_from:
-        return resolve_checkpoint(cfg.checkpoint.load_from)
+        source = Path(cfg.checkpoint.load_from)
+        if (source / META).exists() or not checkpoints_root(source).is_dir():
+            return resolve_checkpoint(source)
+        found = newest_intact(list_checkpoints(source), warn=log.warning)
+        if found is None:
+            raise ConfigError(f"checkpoint.load_from = {source}: that run folder has no complete checkpoint yet")
+        return found
     return None
 
 
