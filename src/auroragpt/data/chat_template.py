@@ -163,20 +163,27 @@ def _special_ids(tokenizer) -> set[int]:
 
 
 def lint_template(template: ChatTemplate, tokenizer) -> None:
-    """Refuse a template whose every assistant turn does not end, inside the mask, on a special token."""
+    """Refuse a template unless every assistant turn ends, inside the loss mask, on a special token
+    (trailing whitespace after it, as in ChatML's "<|im_end|>\n", is allowed)."""
     ids, mask = template.render(_PROBE, tokenizer)
     special = _special_ids(tokenizer)
-    turns, inside = [], False
-    for i, m in enumerate(mask):  # the last trained token of each run of trained tokens
-        if m and (i + 1 == len(mask) or not mask[i + 1]):
-            turns.append(ids[i])
-        inside = bool(m)
+    runs: list[list[int]] = []
+    for i, m in enumerate(mask):
+        if m:
+            if i == 0 or not mask[i - 1]:
+                runs.append([])
+            runs[-1].append(ids[i])
     where = f"chat template {template.source}"
-    if len(turns) != 2:
-        raise DataError(f"{where}: a probe conversation with 2 assistant turns got {len(turns)} trained spans",
+    if len(runs) != 2:
+        raise DataError(f"{where}: a probe conversation with 2 assistant turns got {len(runs)} trained spans",
                         hint="the template must render each assistant message as its own span")
-    if not all(t in special for t in turns):
-        names = ", ".join(repr(tokenizer.decode([t])) for t in turns)
+    ends = []
+    for run in runs:
+        while len(run) > 1 and not tokenizer.decode([run[-1]]).strip():
+            run.pop()
+        ends.append(run[-1])
+    if not all(t in special for t in ends):
+        names = ", ".join(repr(tokenizer.decode([t])) for t in ends)
         raise DataError(
             f"{where}: the assistant end-of-turn token falls outside the loss mask (trained spans end on {names}, "
             "not a special token): a model trained on it never learns to stop",
