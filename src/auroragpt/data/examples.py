@@ -34,7 +34,7 @@ class ExamplePlan:
     """Samples of one run over the examples of `prefixes` (each with its loss-mask sidecar)."""
 
     def __init__(self, prefixes: Sequence[str | os.PathLike], seq_len: int, num_samples: int, seed: int,
-                 pairs: bool) -> None:
+                 pairs: bool, pack: bool = False) -> None:
         self.tokens = [IndexedDataset(p) for p in prefixes]
         self.masks = []
         for p, ds in zip(prefixes, self.tokens):
@@ -55,14 +55,22 @@ class ExamplePlan:
         self.num_examples = int(self.starts[-1])
         if self.num_examples == 0:
             raise DataError(f"no examples in {', '.join(map(str, prefixes))}")
+        self.rows: list[list[int]] | None = None
+        self.num_units = self.num_examples
+        if pack:
+            from auroragpt.data.packing import best_fit_decreasing
+
+            lengths = np.concatenate([ds.sequence_lengths for ds in self.tokens])
+            self.rows = best_fit_decreasing(lengths, seq_len + 1)
+            self.num_units = len(self.rows)
 
     def __len__(self) -> int:
         return self.num_samples
 
     def example_of(self, sample: int) -> int:
-        epoch, k = divmod(int(sample), self.num_examples)
+        epoch, k = divmod(int(sample), self.num_units)
         if getattr(self, "_epoch", None) != epoch:  # one permutation kept: samples come in order
-            self._epoch, self._perm = epoch, np.random.default_rng((self.seed, epoch)).permutation(self.num_examples)
+            self._epoch, self._perm = epoch, np.random.default_rng((self.seed, epoch)).permutation(self.num_units)
         return int(self._perm[k])
 
     def example_sequences(self, example: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -81,6 +89,13 @@ class ExamplePlan:
     def samples_batch(self, indices: np.ndarray) -> np.ndarray:
         width = self.seq_len + 1
         rows = []
+        if self.rows is not None:
+            from auroragpt.data.packing import packed_row
+
+            for i in indices.tolist():
+                members = self.rows[self.example_of(i)]
+                rows.append(packed_row([self.example_sequences(e)[0] for e in members], width))
+            return np.stack(rows)
         for i in indices.tolist():
             example = self.example_of(i)
             for tokens, mask in self.example_sequences(example):
@@ -109,10 +124,21 @@ def decode_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens[:, :-1], targets
 
 
+def decode_packed_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs [B, 2, S]: token ids and document ids, targets) of packed rows [B, 2 (S+1)]; no
+    target crosses from one example into the next."""
+    width = rows.shape[1] // 2
+    tokens, targets = decode_rows(rows[:, :width])
+    documents = rows[:, width:]
+    crossing = documents[:, 1:] != documents[:, :-1]
+    targets = torch.where(crossing, torch.full_like(targets, IGNORE), targets)
+    return torch.stack([tokens, documents[:, :-1]], dim=1), targets
+
+
 def build_example_plan(cfg, steps: int) -> ExamplePlan:
     """The plan of an SFT or DPO run over the prefixes of data.file_list (weights: see README)."""
     from auroragpt.data.filelist import parse_file_list
 
     entries = parse_file_list(cfg.data.file_list).entries
     return ExamplePlan([e.prefix for e in entries], cfg.data.seq_len, steps * cfg.data.global_batch, cfg.data.seed,
-                       pairs=cfg.train.objective == "dpo")
+                       pairs=cfg.train.objective == "dpo", pack=cfg.post.pack and cfg.train.objective == "sft")

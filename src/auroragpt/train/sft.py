@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from auroragpt.data.examples import IGNORE, decode_rows
+from auroragpt.data.examples import IGNORE, decode_packed_rows, decode_rows
 from auroragpt.train.objectives import LossFn, global_sum, split_pieces
 
 
@@ -31,13 +31,13 @@ def sft_loss_fn(scale: float) -> LossFn:
 class SFTObjective:
     name = "sft"
 
-    def __init__(self, layout) -> None:
-        self.layout = layout
+    def __init__(self, layout, packed: bool = False) -> None:
+        self.layout, self.packed = layout, packed
         self.loss_tokens = 0
 
     def batch(self, batches: Iterator[torch.Tensor], accum: int) -> tuple[torch.Tensor, torch.Tensor, LossFn]:
         rows = torch.cat([next(batches) for _ in range(accum)])
-        tokens, targets = decode_rows(rows)
+        tokens, targets = decode_packed_rows(rows) if self.packed else decode_rows(rows)
         count = global_sum((targets != IGNORE).sum().double(), self.layout)
         self.loss_tokens = int(round(float(count)))
         return tokens, targets, sft_loss_fn(split_pieces(self.layout, accum) / max(self.loss_tokens, 1))
