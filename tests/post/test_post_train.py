@@ -4,6 +4,7 @@ preference task is learned."""
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import subprocess
@@ -73,35 +74,58 @@ def _launch_two(config: Path) -> subprocess.CompletedProcess:
                    timeout=300)
 
 
-def test_sft_loss_tokens_and_two_rank_fsdp_match_one_rank(post_data):
+LAYOUTS = {"fsdp2": {"dp_shard": -1}, "tp": {"dp_shard": 1, "tp": 2}, "pp": {"dp_shard": 1, "pp": 2}}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_sft_two_rank_layouts_match_one_rank(post_data, layout):
     root = post_data["root"]
     records = read_metrics(root / "sft1")
     assert len(records) == STEPS and all(r["loss_tokens"] > 0 for r in records)
-    config = _write_config(root / "sft2.toml", root / "sft2", root / "chat_list.txt", post_data["tokenizer"], "sft")
+    baseline = post_data["sft_losses"]
+    model = {"preset": "tiny", "n_layers": 2}
+    if layout == "pp":  # stages cannot share a tied embedding: compare with an untied 1-rank run
+        model["tie_embeddings"] = False
+        one = _write_config(root / "sft1u.toml", root / "sft1u", root / "chat_list.txt", post_data["tokenizer"], "sft",
+                            model=model)
+        assert run_cli("train", "--config", one).returncode == 0
+        baseline = _losses(root / "sft1u")
+    config = _write_config(root / f"sft2{layout}.toml", root / f"sft2{layout}", root / "chat_list.txt",
+                           post_data["tokenizer"], "sft", parallel=LAYOUTS[layout], model=model)
     result = _launch_two(config)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert _losses(root / "sft2") == pytest.approx(post_data["sft_losses"], rel=1e-5, abs=1e-6)
-    assert [r["loss_tokens"] for r in read_metrics(root / "sft2")] == [r["loss_tokens"] for r in records]
+    assert _losses(root / f"sft2{layout}") == pytest.approx(baseline, rel=2e-5, abs=1e-6)
+    assert [r["loss_tokens"] for r in read_metrics(root / f"sft2{layout}")] == [r["loss_tokens"] for r in records]
 
 
-def test_dpo_starts_at_ln2_and_two_rank_fsdp_matches_one_rank(post_data):
-    one = _dpo_config(post_data, "dpo_live1", reference="live")
-    result = run_cli("train", "--config", one)
-    assert result.returncode == 0, result.stderr
-    first = read_metrics(post_data["root"] / "dpo_live1")[0]
+def _dpo_live1(post_data) -> Path:
+    run = post_data["root"] / "dpo_live1"
+    if not (run / "metrics.jsonl").exists():
+        result = run_cli("train", "--config", _dpo_config(post_data, "dpo_live1", reference="live"))
+        assert result.returncode == 0, result.stderr
+    return run
+
+
+def test_dpo_starts_at_ln2(post_data):
+    first = read_metrics(_dpo_live1(post_data))[0]
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-6) and first["reward_margin"] == pytest.approx(0, abs=1e-6)
-    two = _dpo_config(post_data, "dpo_live2", reference="live")
+
+
+@pytest.mark.parametrize("layout", ["fsdp2", "tp"])
+def test_dpo_two_rank_layouts_match_one_rank(post_data, layout):
+    ones = read_metrics(_dpo_live1(post_data))
+    two = _dpo_config(post_data, f"dpo_live2{layout}", reference="live")
+    two.write_text(two.read_text() + "[parallel]\n" + "".join(f"{k} = {v}\n" for k, v in LAYOUTS[layout].items()))
     result = _launch_two(two)
     assert result.returncode == 0, result.stdout + result.stderr
-    ones, twos = read_metrics(post_data["root"] / "dpo_live1"), read_metrics(post_data["root"] / "dpo_live2")
+    twos = read_metrics(post_data["root"] / f"dpo_live2{layout}")
     for key in ("loss", "rewards_chosen", "rewards_rejected", "reward_accuracy", "logps_chosen"):
-        assert [r[key] for r in twos] == pytest.approx([r[key] for r in ones], rel=1e-5, abs=1e-5), key
+        assert [r[key] for r in twos] == pytest.approx([r[key] for r in ones], rel=2e-5, abs=1e-5), key
 
 
 def test_precomputed_reference_matches_live_and_a_stale_cache_is_refused(post_data):
     root = post_data["root"]
-    if not (root / "dpo_live1" / "metrics.jsonl").exists():
-        assert run_cli("train", "--config", _dpo_config(post_data, "dpo_live1", reference="live")).returncode == 0
+    _dpo_live1(post_data)
     cache = root / "refcache.npz"
     config = _dpo_config(post_data, "dpo_pre", reference="precomputed", reference_cache=str(cache))
     result = run_cli("train", "--config", config)
@@ -122,8 +146,7 @@ def test_precomputed_reference_matches_live_and_a_stale_cache_is_refused(post_da
 
 def test_sigkill_and_resume_give_identical_losses(post_data):
     root = post_data["root"]
-    if not (root / "dpo_live1" / "metrics.jsonl").exists():
-        assert run_cli("train", "--config", _dpo_config(post_data, "dpo_live1", reference="live")).returncode == 0
+    _dpo_live1(post_data)
     config = _dpo_config(post_data, "dpo_killed", reference="live")
     proc = subprocess.Popen([str(BIN / "auroragpt"), "train", "--config", str(config)], env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -149,3 +172,32 @@ def test_synthetic_preference_task_reaches_reward_accuracy_above_0_9(post_data):
     assert time.monotonic() - started < 120
     accuracy = [r["reward_accuracy"] for r in read_metrics(post_data["root"] / "dpo_learn")]
     assert accuracy[0] < 0.9 and np.mean(accuracy[-3:]) > 0.9, accuracy
+
+
+SCORER = ("import sys, json\n"
+          "for line in sys.stdin:\n"
+          "    r = json.loads(line)\n"
+          "    print(float(r['prompt'].split()[-1] in r['completion']))\n")
+
+
+def test_post_iterate_runs_resumable_rounds(post_data):
+    """Two rounds of generate -> score (a command) -> pairs -> DPO; a rerun redoes nothing."""
+    root = post_data["root"]
+    write_jsonl(root / "prompts.jsonl", [{"prompt": r["prompt"]} for r in preference_records(8, seed=5)])
+    (root / "scorer.py").write_text(SCORER)
+    config = _dpo_config(post_data, "iterate_base", reference="live")
+    args = ("post", "iterate", "--config", config, "--prompts", root / "prompts.jsonl", "--out", root / "rounds",
+            "--rounds", "2", "--samples", "4", "--max-new-tokens", "6", "--scorer-command", f"{BIN / 'python'} {root / 'scorer.py'}",
+            "--set", "train.steps=2", "--set", "checkpoint.every=0")
+    result = run_cli(*args, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first = json.loads((root / "rounds" / "round_00" / "round.json").read_text())
+    second = json.loads((root / "rounds" / "round_01" / "round.json").read_text())
+    assert first["policy"] == str(post_data["init"]) and second["policy"] == first["result"]
+    assert Path(second["result"]).is_dir() and first["pairs"] > 0
+    pairs = [json.loads(x) for x in (root / "rounds" / "round_00" / "pairs.jsonl").read_text().splitlines()]
+    assert all(p["prompt"].split()[-1] in p["chosen"] and p["prompt"].split()[-1] not in p["rejected"] for p in pairs)
+    mtime = (root / "rounds" / "round_01" / "round.json").stat().st_mtime_ns
+    again = run_cli(*args, timeout=120)
+    assert again.returncode == 0 and "round 1: mean score" in again.stdout
+    assert (root / "rounds" / "round_01" / "round.json").stat().st_mtime_ns == mtime

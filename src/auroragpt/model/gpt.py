@@ -134,7 +134,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, cache, mask)
+        extra = (mask,) if mask is not None else ()  # tensor parallelism prepares exactly the usual inputs
+        h = x + self.attention(self.attention_norm(x), cos, sin, cache, *extra)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
