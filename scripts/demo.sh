@@ -99,9 +99,11 @@ echo "reward accuracy rising (chosen = the right sum):"
 python - "$OUT/dpo" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(f"{sys.argv[1]}/metrics.jsonl")]
-for r in rows:
-    print(f"  step {r['step']:>4}  loss {r['loss']:.3f}  reward accuracy {r['reward_accuracy']:.2f}  "
-          f"margin {r['reward_margin']:+.3f}  " + "#" * round(30 * r["reward_accuracy"]))
+for k in range(0, len(rows), 5):  # means over 5 steps: one step's 32 pairs are a noisy sample
+    window = rows[k:k + 5]
+    mean = lambda key: sum(r[key] for r in window) / len(window)  # noqa: E731
+    print(f"  steps {window[0]['step']:>3}-{window[-1]['step']:<3} loss {mean('loss'):.3f}  reward accuracy "
+          f"{mean('reward_accuracy'):.2f}  margin {mean('reward_margin'):+.3f}  " + "#" * round(30 * mean("reward_accuracy")))
 PY
 
 say "done"
