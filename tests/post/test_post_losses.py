@@ -171,3 +171,28 @@ def test_dpo_loss_equals_trl_on_the_exported_model(tmp_path, loss, smoothing, rp
     trainer.model.train()
     theirs = float(trainer._compute_loss(trainer.model, inputs, False))
     assert ours == pytest.approx(theirs, abs=1e-5)
+
+
+def test_reference_model_is_frozen_and_absent_from_the_optimizer(tmp_path):
+    from types import SimpleNamespace
+
+    from auroragpt.config import Config
+    from auroragpt.export.hf import export_hf
+    from auroragpt.train.optim import build_optimizer
+    from auroragpt.train.reference import LiveReference, frozen_reference_model
+
+    policy = _tiny_model()
+    export_hf(_tiny_model().eval(), tmp_path / "init")  # the same weights as the policy
+    cfg = Config()
+    cfg.checkpoint.init_from = str(tmp_path / "init")
+    runner = _single_runner(policy)
+    reference = frozen_reference_model(cfg, runner, policy.cfg, SimpleNamespace(device=torch.device("cpu"), rank=0))
+    assert not any(p.requires_grad for p in reference.parameters())
+    optimizer = build_optimizer(runner.model_parts[0], cfg.optim)
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not in_optimizer & {id(p) for p in reference.parameters()}
+    objective = DPOObjective(runner.layout, LiveReference(reference), beta=0.1)
+    tokens, targets, loss_fn = objective.batch(iter([_pair_rows(2, 17, 50, 4)]), 1)
+    assert float(runner.train_step(tokens, targets, loss_fn)) == pytest.approx(math.log(2), abs=1e-6)
+    assert all(p.grad is None for p in reference.parameters())
+    assert all(p.grad is not None for p in policy.parameters())

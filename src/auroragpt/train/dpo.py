@@ -15,7 +15,6 @@ plus, with rpo_alpha > 0, rpo_alpha x the NLL of the chosen tokens (RPO).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -136,8 +135,3 @@ def build_dpo_objective(cfg, runner, model_cfg, info, loader) -> DPOObjective:
     reference = build_reference(cfg, runner, model_cfg, info, loader.dataset.plan)
     p = cfg.post
     return DPOObjective(runner.layout, reference, p.beta, p.loss, p.label_smoothing, p.rpo_alpha)
-
-
-def expected_initial_loss() -> float:
-    """The sigmoid loss when policy = reference: ln 2."""
-    return math.log(2.0)
