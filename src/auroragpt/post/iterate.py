@@ -59,6 +59,8 @@ def load_scorer(spec: str | None, command: str | None) -> Callable[[list, list],
 
 
 def read_prompts(path: str | os.PathLike) -> list:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: prompts file not found", hint="give JSON lines with a 'prompt' per line")
     prompts = []
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
