@@ -50,13 +50,21 @@ def frozen_reference_model(cfg, runner, model_cfg, info):
     return ref.model_parts[0]
 
 
+def _autocasts(cfg, layout) -> bool:
+    """Whether the runner autocasts the policy to bf16 (FSDP2 casts the weights itself)."""
+    return cfg.parallel.mixed_precision == "bf16" and layout.dp_shard == 1
+
+
 def reference_source(cfg) -> str:
     return cfg.post.reference_from or cfg.checkpoint.init_from
 
 
 @torch.no_grad()
-def model_logps(model, tokens: torch.Tensor, targets: torch.Tensor, chunks: int) -> torch.Tensor:
-    """Summed log-probs of each row's loss tokens under `model`, computed `chunks` rows-groups at a time."""
+def model_logps(model, tokens: torch.Tensor, targets: torch.Tensor, chunks: int, bf16: bool = False) -> torch.Tensor:
+    """Summed log-probs of each row's loss tokens under `model`, computed `chunks` rows-groups at a
+    time; `bf16` autocasts as the runner does for the policy when FSDP does not cast the weights."""
+    import contextlib
+
     from torch.distributed.tensor import DTensor
 
     from auroragpt.train.dpo import sequence_logps
@@ -64,7 +72,9 @@ def model_logps(model, tokens: torch.Tensor, targets: torch.Tensor, chunks: int)
     device = next(model.parameters()).device
     out = []
     for x, y in zip(tokens.chunk(chunks), targets.chunk(chunks)):
-        logits = model(x.to(device))
+        cast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with cast:
+            logits = model(x.to(device))
         if isinstance(logits, DTensor):
             logits = logits.full_tensor()
         out.append(sequence_logps(logits, y.to(device))[0].double().cpu())
@@ -72,11 +82,11 @@ def model_logps(model, tokens: torch.Tensor, targets: torch.Tensor, chunks: int)
 
 
 class LiveReference:
-    def __init__(self, model) -> None:
-        self.model = model
+    def __init__(self, model, bf16: bool = False) -> None:
+        self.model, self.bf16 = model, bf16
 
     def logps(self, examples: torch.Tensor, tokens: torch.Tensor, targets: torch.Tensor, chunks: int) -> torch.Tensor:
-        return model_logps(self.model, tokens, targets, chunks)
+        return model_logps(self.model, tokens, targets, chunks, self.bf16)
 
 
 class PrecomputedReference:
@@ -96,7 +106,7 @@ def pair_batch(plan, examples: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return decode_rows(torch.from_numpy(np.stack(rows)))
 
 
-def compute_table(model, plan, examples: list[int], layout, mesh, micro_batch: int) -> np.ndarray:
+def compute_table(model, plan, examples: list[int], layout, mesh, micro_batch: int, bf16: bool = False) -> np.ndarray:
     """Reference log-probs [len(examples), 2] over all data-parallel ranks (each takes a share)."""
     from auroragpt.parallel.layout import data_parallel_coordinates
 
@@ -109,7 +119,7 @@ def compute_table(model, plan, examples: list[int], layout, mesh, micro_batch: i
         mine = list(range(start + dp_rank * micro_batch, min(start + (dp_rank + 1) * micro_batch, len(examples))))
         chosen = mine or [start]
         tokens, targets = pair_batch(plan, [examples[i] for i in chosen])
-        values = model_logps(model, tokens, targets, 1).numpy().reshape(-1, 2)
+        values = model_logps(model, tokens, targets, 1, bf16).numpy().reshape(-1, 2)
         if mine:
             table[mine] = values
     if dist.is_initialized() and layout.world_size > 1:
@@ -146,7 +156,7 @@ def load_or_compute_table(cfg, model, plan, layout, mesh, rank: int) -> np.ndarr
             table = saved["logps"]
         check_table(cfg, model, plan, layout, mesh, table, path)
         return table
-    table = compute_table(model, plan, list(range(plan.num_examples)), layout, mesh, mb)
+    table = compute_table(model, plan, list(range(plan.num_examples)), layout, mesh, mb, _autocasts(cfg, layout))
     if rank == 0:
         buf = io.BytesIO()
         np.savez(buf, key=np.array(key), logps=table)
@@ -166,7 +176,7 @@ def check_table(cfg, model, plan, layout, mesh, table: np.ndarray, path: Path) -
         shared = torch.tensor(picked, dtype=torch.int64)
         dist.broadcast(shared, src=0)
         picked = shared.tolist()
-    fresh = compute_table(model, plan, picked, layout, mesh, cfg.data.micro_batch)
+    fresh = compute_table(model, plan, picked, layout, mesh, cfg.data.micro_batch, _autocasts(cfg, layout))
     if not np.allclose(fresh, table[picked], rtol=1e-4, atol=1e-3):
         worst = int(np.abs(fresh - table[picked]).max(axis=1).argmax())
         raise DataError(f"{path}: stale reference log-prob cache: pair {picked[worst]} holds {table[picked[worst]].tolist()} "
@@ -179,7 +189,7 @@ def build_reference(cfg, runner, model_cfg, info, plan):
     """LiveReference (frozen model) or PrecomputedReference (checked cache) per post.reference."""
     model = frozen_reference_model(cfg, runner, model_cfg, info)
     if cfg.post.reference == "live":
-        return LiveReference(model)
+        return LiveReference(model, _autocasts(cfg, runner.layout))
     table = load_or_compute_table(cfg, model, plan, runner.layout, runner.mesh, info.rank)
     del model
     return PrecomputedReference(table)
