@@ -77,4 +77,33 @@ for prompt, ids in zip(prompts, outputs):
     print(prompt + tokenizer.decode(ids))
 PY
 
+say "post 1/2 supervised fine-tuning on chats built locally (configs/sft-demo.toml)"
+auroragpt post demo-data "$OUT/post" --examples 256 --pairs 256
+auroragpt data tokenize "$OUT/post/sft.jsonl" --format chat --output-prefix "$OUT/post/sft" \
+    --tokenizer "$OUT/tokenizer.json" --workers 2 --no-progress --force
+auroragpt data tokenize "$OUT/post/dpo.jsonl" --format preference --output-prefix "$OUT/post/dpo" \
+    --tokenizer "$OUT/tokenizer.json" --workers 2 --no-progress --force
+echo "1.0 sft sft" > "$OUT/post/sft_list.txt"
+echo "1.0 dpo dpo" > "$OUT/post/dpo_list.txt"
+rm -rf "$OUT/sft" "$OUT/dpo"
+pretrained=$(ls -d "$OUT"/run/checkpoints/step_* | tail -1)
+auroragpt launch -n "$NPROCS" -- auroragpt train --config configs/sft-demo.toml --data.file_list="$OUT/post/sft_list.txt" \
+    --data.tokenizer="$OUT/tokenizer.json" --checkpoint.init_from="$pretrained" --run.dir="$OUT/sft"
+
+say "post 2/2 DPO from the SFT result, pairs whose chosen sum is right (configs/dpo-demo.toml)"
+finetuned=$(ls -d "$OUT"/sft/checkpoints/step_* | tail -1)
+auroragpt launch -n "$NPROCS" -- auroragpt train --config configs/dpo-demo.toml --data.file_list="$OUT/post/dpo_list.txt" \
+    --data.tokenizer="$OUT/tokenizer.json" --checkpoint.init_from="$finetuned" --run.dir="$OUT/dpo"
+echo
+echo "reward accuracy rising (chosen = the right sum):"
+python - "$OUT/dpo" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(f"{sys.argv[1]}/metrics.jsonl")]
+for k in range(0, len(rows), 5):  # means over 5 steps: one step's 32 pairs are a noisy sample
+    window = rows[k:k + 5]
+    mean = lambda key: sum(r[key] for r in window) / len(window)  # noqa: E731
+    print(f"  steps {window[0]['step']:>3}-{window[-1]['step']:<3} loss {mean('loss'):.3f}  reward accuracy "
+          f"{mean('reward_accuracy'):.2f}  margin {mean('reward_margin'):+.3f}  " + "#" * round(30 * mean("reward_accuracy")))
+PY
+
 say "done"

@@ -91,6 +91,7 @@ class TrainSection:
     spike_factor: float = 3.0
     spike_warmup_steps: int = 20
     max_skipped_in_a_row: int = 5
+    objective: str = "pretrain"  # "sft" and "dpo" read [post] and data made by `data tokenize --format ...`
 
 
 @dataclass
@@ -136,6 +137,25 @@ class MetricsSection:
 
 
 @dataclass
+class PostSection:
+    """Post-training (train.objective = "sft" or "dpo"); see auroragpt.train.sft and .dpo.
+
+    reference "live" keeps a frozen copy of the reference model; "precomputed" computes its
+    log-probs once into a cache beside the data, keyed by digests, checked on load.
+    reference_from "" means checkpoint.init_from."""
+
+    loss: str = "sigmoid"
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    rpo_alpha: float = 0.0
+    reference: str = "live"
+    reference_from: str = ""
+    reference_cache: str = ""
+    check_fraction: float = 0.005
+    pack: bool = False
+
+
+@dataclass
 class RunSection:
     dir: str = "runs/demo"
     name: str = ""
@@ -152,6 +172,7 @@ class Config:
     optim: OptimSection = field(default_factory=OptimSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    post: PostSection = field(default_factory=PostSection)
     run: RunSection = field(default_factory=RunSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -165,6 +186,9 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("parallel", "activation_checkpointing"): ("none", "full", "selective"),
     ("parallel", "mixed_precision"): ("fp32", "bf16"),
     ("parallel", "meta_init"): ("auto", "always", "never"),
+    ("train", "objective"): ("pretrain", "sft", "dpo"),
+    ("post", "loss"): ("sigmoid", "ipo", "hinge", "robust"),
+    ("post", "reference"): ("live", "precomputed"),
 }
 
 
@@ -284,6 +308,9 @@ def validate(cfg: Config) -> None:
                           hint=f"got train.steps={t.steps}, train.tokens={t.tokens}")
     if not d.synthetic and not d.file_list:
         raise ConfigError("data.file_list is empty", hint="point it at a data-file-list, or set data.synthetic=true")
+    if t.objective == "dpo" and not (cfg.checkpoint.init_from or cfg.post.reference_from):
+        raise ConfigError("train.objective = 'dpo' needs checkpoint.init_from (the model to align, also the reference)",
+                          hint="point checkpoint.init_from at the SFT result (a checkpoint or model folder)")
 
 
 def override_keys() -> list[tuple[str, str]]:

@@ -62,6 +62,10 @@ RANGES: dict[tuple[str, str], tuple[float | None, bool, float | None, bool, str]
     ("checkpoint", "every"): (0, True, None, False, "steps between checkpoints (0: only at the end)"),
     ("checkpoint", "keep_last"): (1, True, None, False, "checkpoints kept"),
     ("metrics", "log_every"): (1, True, None, False, "steps between metric records"),
+    ("post", "beta"): (0, False, None, False, "the DPO temperature on the log-ratio"),
+    ("post", "label_smoothing"): (0, True, 0.5, False, "the robust-DPO label-flip probability"),
+    ("post", "rpo_alpha"): (0, True, None, False, "the weight of the SFT term on chosen (RPO)"),
+    ("post", "check_fraction"): (0, True, 1, True, "the share of cached reference log-probs recomputed on load"),
 }
 
 

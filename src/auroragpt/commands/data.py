@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="replace outputs (and discard unfinished work) made from other inputs or settings")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: only on a terminal)")
+    p.add_argument("--format", choices=("text", "chat", "completion", "preference"), default="text",
+                   help="text documents (default), or post-training records written with a loss-mask sidecar")
+    p.add_argument("--chat-template", default="default",
+                   help="for chat/completion/preference: 'default', 'hf' (the tokenizer folder's) or a .jinja file")
     p.set_defaults(func=_tokenize)
 
     p = sub.add_parser("inspect", help="counts, length percentiles and a decoded document",
@@ -101,6 +105,7 @@ def _tokenize(args: argparse.Namespace) -> int:
         args.inputs, args.output_prefix, args.tokenizer, text_key=args.text_key, workers=args.workers,
         per_input=args.per_input, shuffle_seed=args.shuffle_seed, on_error=args.on_error,
         chunk_bytes=max(4096, int(args.chunk_mb * (1 << 20))), progress=args.progress, force=args.force,
+        fmt=args.format, chat_template=args.chat_template,
     )
     rate = result.bytes_read / max(result.seconds, 1e-9) / 1e6
     print(f"{len(result.outputs)} dataset(s): {', '.join(result.outputs)}")

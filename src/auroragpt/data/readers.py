@@ -228,6 +228,39 @@ def iter_parquet_batches(path: Path, text_key: str, batch_rows: int = 4096) -> I
         row += len(values)
 
 
+def parse_jsonl_records(chunk: bytes, first_line: int, file: str, errors: ReadErrors) -> list[tuple[int, dict]]:
+    """(line number, object) of every JSON line in `chunk` (chat and preference data); bad lines go to `errors`."""
+    records: list[tuple[int, dict]] = []
+    for number, raw in enumerate(chunk.split(b"\n"), start=first_line):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError as err:
+            errors.record(file, number, f"bad JSON ({str(err).split(':')[0]})")
+            continue
+        if not isinstance(record, dict):
+            errors.record(file, number, f"expected a JSON object, got {type(record).__name__}")
+            continue
+        records.append((number, record))
+    return records
+
+
+def iter_parquet_records(path: Path, batch_rows: int = 4096) -> Iterator[tuple[int, list[dict]]]:
+    """(number of the first row, rows as dicts) batches of a parquet file; rows count from 1."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises ArrowInvalid and friends
+        raise DataError(f"{path}: not a readable parquet file ({err})") from None
+    row = 1
+    for batch in parquet.iter_batches(batch_size=batch_rows):
+        rows = batch.to_pylist()
+        yield row, rows
+        row += len(rows)
+
+
 def texts_from_values(values: list, first_row: int, file: str, text_key: str, errors: ReadErrors) -> list[str]:
     texts = []
     for number, value in enumerate(values, start=first_row):

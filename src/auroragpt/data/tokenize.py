@@ -44,8 +44,10 @@ from auroragpt.data.readers import (
     input_format,
     iter_line_chunks,
     iter_parquet_batches,
+    iter_parquet_records,
     list_input_files,
     parse_jsonl_chunk,
+    parse_jsonl_records,
     read_txt,
     texts_from_values,
 )
@@ -75,13 +77,19 @@ class TokenizeResult:
 _WORKER: dict = {}
 
 
-def _init_worker(tokenizer_path: str, text_key: str, on_error: str, dtype: str, single_thread: bool = True) -> None:
+def _init_worker(tokenizer_path: str, text_key: str, on_error: str, dtype: str, single_thread: bool = True,
+                 fmt: str = "text", chat_template: str = "default") -> None:
     if single_thread:  # one thread per worker process: parallelism comes from the processes
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         os.environ.setdefault("RAYON_NUM_THREADS", "1")
-    _WORKER.update(
-        tokenizer=load_tokenizer(tokenizer_path), text_key=text_key, on_error=on_error, dtype=np.dtype(dtype)
-    )
+    tokenizer = load_tokenizer(tokenizer_path)
+    template = None
+    if fmt != "text":
+        from auroragpt.data.chat_template import load_chat_template
+
+        template = load_chat_template(chat_template, tokenizer)
+    _WORKER.update(tokenizer=tokenizer, text_key=text_key, on_error=on_error, dtype=np.dtype(dtype),
+                   fmt=fmt, template=template)
 
 
 def _tokenize_task(item: tuple[int, tuple | None]) -> tuple[int, tuple | None]:
@@ -93,6 +101,8 @@ def _tokenize_task(item: tuple[int, tuple | None]) -> tuple[int, tuple | None]:
     kind, file, first, payload = task
     errors = ReadErrors(on_error=_WORKER["on_error"])
     key = _WORKER["text_key"]
+    if _WORKER["fmt"] != "text":
+        return k, _encode_records_task(kind, file, first, payload, errors)
     if kind == "jsonl":
         texts = parse_jsonl_chunk(payload, first, file, key, errors)
         nbytes = len(payload)
@@ -103,13 +113,32 @@ def _tokenize_task(item: tuple[int, tuple | None]) -> tuple[int, tuple | None]:
         texts = read_txt(Path(file), errors)
         nbytes = sum(len(t) for t in texts)
     tokens, lengths = _WORKER["tokenizer"].encode_documents(texts, dtype=_WORKER["dtype"])
-    return k, (tokens, lengths, nbytes, errors.count, errors.locations)
+    return k, (tokens, lengths, nbytes, errors.count, errors.locations, None)
 
 
-def _tasks_of(file: Path, chunk_bytes: int, text_key: str) -> Iterator[tuple]:
+def _encode_records_task(kind: str, file: str, first: int, payload, errors: ReadErrors) -> tuple:
+    """Chat, completion or preference records: tokens, sequence lengths and the loss mask."""
+    from auroragpt.data.conversations import encode_records
+
+    if kind == "jsonl":
+        records, nbytes = parse_jsonl_records(payload, first, file, errors), len(payload)
+    else:  # parquet rows
+        records, nbytes = list(enumerate(payload, start=first)), 0
+    tokens, lengths, mask = encode_records(records, file, _WORKER["fmt"], _WORKER["template"], _WORKER["tokenizer"],
+                                           _WORKER["dtype"])
+    return tokens, lengths, nbytes, errors.count, errors.locations, mask
+
+
+def _tasks_of(file: Path, chunk_bytes: int, text_key: str, records: bool = False) -> Iterator[tuple]:
     fmt = input_format(file)
+    if fmt == "txt" and records:
+        raise DataError(f"{file}: a .txt file holds no chat, completion or preference records",
+                        hint="give .jsonl or .parquet files for --format chat|completion|preference")
     if fmt == "txt":
         yield ("txt", str(file), 1, None)
+    elif fmt == "parquet" and records:
+        for first, rows in iter_parquet_records(file, max(64, chunk_bytes // 2048)):
+            yield ("rows", str(file), first, rows)
     elif fmt == "parquet":
         rows = max(64, chunk_bytes // 2048)
         for first, values in iter_parquet_batches(file, text_key, rows):
@@ -135,14 +164,18 @@ def _output_names(files: Sequence[Path], output_prefix: str, per_input: bool) ->
     return parts, finals
 
 
-def _finished(prefix: str) -> bool:
-    """A dataset that an earlier run completed: both files present and the index consistent."""
-    if not dataset_exists(prefix):
-        return False
-    try:
-        IndexedDataset(prefix)
-    except DataError:
-        return False
+def _finished(prefix: str, with_mask: bool = False) -> bool:
+    """A dataset that an earlier run completed: both files present and the index consistent
+    (and, with `with_mask`, its loss-mask sidecar too)."""
+    from auroragpt.data.conversations import mask_prefix
+
+    for name in (prefix, mask_prefix(prefix)) if with_mask else (prefix,):
+        if not dataset_exists(name):
+            return False
+        try:
+            IndexedDataset(name)
+        except DataError:
+            return False
     return True
 
 
@@ -226,10 +259,14 @@ def tokenize_corpora(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
     force: bool = False,
+    fmt: str = "text",
+    chat_template: str = "default",
 ) -> TokenizeResult:
     """Tokenize `inputs` into one dataset at `output_prefix` (or one per input with `per_input`).
 
-    Every document gets the tokenizer's end-of-document id appended. Outputs an earlier run
+    Every document gets the tokenizer's end-of-document id appended. With `fmt` chat, completion
+    or preference the records go through `chat_template` and a loss-mask sidecar is written
+    beside each output (see `auroragpt.data.conversations`). Outputs an earlier run
     finished with the same recipe are reused, so rerunning after an interruption resumes where it
     stopped; an existing output made from other inputs or settings is an error unless `force`.
     """
@@ -243,38 +280,43 @@ def tokenize_corpora(
     result = TokenizeResult(outputs=sorted(set(finals), key=finals.index), errors=errors)
 
     settings = {"tokenizer_sha256": _tokenizer_digest(tokenizer), "text_key": text_key, "shuffle_seed": shuffle_seed}
+    with_mask = fmt != "text"
+    if with_mask:  # lint the template once here: a bad one fails before any worker starts
+        from auroragpt.data.chat_template import load_chat_template
+
+        settings.update(format=fmt, chat_template_sha256=load_chat_template(chat_template, tokenizer).digest)
     inputs_of = [_input_id(f) for f in files]
     recipes = [{**settings, "inputs": [inputs_of[k]] if per_input else inputs_of} for k in range(len(files))]
     _check_parts_recipe(prefix, {**settings, "per_input": per_input, "inputs": inputs_of}, force)
     # A merged run has one final for all inputs: check it once, not once per input.
-    checked = {final: _finished(final) and not force and _check_output_recipe(final, recipe)
+    checked = {final: _finished(final, with_mask) and not force and _check_output_recipe(final, recipe)
                for final, recipe in dict(zip(finals, recipes)).items()}
     done = [checked[final] for final in finals]
     if not per_input and done and all(done):
         result.reused = [str(f) for f in files]
         log.info("%s already exists with this recipe; nothing to do", prefix)
         return result
-    todo = [k for k in range(len(files)) if not (per_input and done[k]) and not _finished(parts[k])]
+    todo = [k for k in range(len(files)) if not (per_input and done[k]) and not _finished(parts[k], with_mask)]
     result.reused = [str(files[k]) for k in range(len(files)) if k not in set(todo)]
     if result.reused:
         log.info("reusing %d finished output(s) from an earlier run", len(result.reused))
 
     workers = max(1, workers or _usable_cpus())
     _remove_stale_temporaries(prefix)
-    initargs = (str(tokenizer.path), text_key, on_error, dtype.str)
+    initargs = (str(tokenizer.path), text_key, on_error, dtype.str, True, fmt, chat_template)
     bar = _Progress(len(todo), progress)
     pool = None
     try:
-        items = _work_items(todo, files, chunk_bytes, text_key)
+        items = _work_items(todo, files, chunk_bytes, text_key, with_mask)
         if not todo:
             results: Iterator = iter(())
         elif workers == 1:
-            _init_worker(*initargs, single_thread=False)
+            _init_worker(*initargs[:4], False, *initargs[5:])
             results = map(_tokenize_task, items)
         else:
             pool = OrderedPool(_tokenize_task, workers, _init_worker, initargs)
             results = pool.imap(items, window=4 * workers)
-        _write_parts(results, parts, dtype, result, bar)
+        _write_parts(results, parts, dtype, result, bar, fmt)
         if pool is not None:
             pool.close()
             pool = None
@@ -292,7 +334,7 @@ def tokenize_corpora(
         if pool is not None:
             pool.terminate()
 
-    _finalize_outputs(parts, finals, recipes, per_input, shuffle_seed, prefix)
+    _finalize_outputs(parts, finals, recipes, per_input, shuffle_seed, prefix, with_mask)
     result.seconds = time.monotonic() - started
     log.debug(
         "tokenized %d documents, %d tokens from %.1f MB in %.1f s; %s",
@@ -301,56 +343,84 @@ def tokenize_corpora(
     return result
 
 
-def _work_items(todo, files, chunk_bytes, text_key) -> Iterator[tuple[int, tuple | None]]:
+def _work_items(todo, files, chunk_bytes, text_key, records=False) -> Iterator[tuple[int, tuple | None]]:
     """(input k, chunk) for every chunk of every input to do, each input closed by (k, None)."""
     for k in todo:
-        for task in _tasks_of(files[k], chunk_bytes, text_key):
+        for task in _tasks_of(files[k], chunk_bytes, text_key, records):
             yield k, task
         yield k, None
 
 
-def _write_parts(results: Iterator, parts, dtype, result: TokenizeResult, bar: _Progress) -> None:
-    """Write results, which arrive in input order, into one part dataset per input."""
-    writer: IndexedDatasetWriter | None = None
+def _write_parts(results: Iterator, parts, dtype, result: TokenizeResult, bar: _Progress, fmt: str = "text") -> None:
+    """Write results, which arrive in input order, into one part dataset per input (and its
+    loss-mask sidecar for chat, completion and preference data)."""
+    from auroragpt.data.conversations import SEQUENCES_PER_DOCUMENT, mask_prefix
+
+    writers: list[IndexedDatasetWriter] = []
     current = -1
+    per_doc = SEQUENCES_PER_DOCUMENT.get(fmt, 1)
     try:
         for k, out in results:
-            if writer is None or current != k:
-                writer, current = IndexedDatasetWriter(parts[k], dtype), k
+            if not writers or current != k:
+                writers, current = [IndexedDatasetWriter(parts[k], dtype)], k
+                if fmt != "text":
+                    writers.append(IndexedDatasetWriter(mask_prefix(parts[k]), np.uint8))
             if out is None:
-                writer.finalize()
-                writer = None
+                for writer in reversed(writers):  # the sidecar first: tokens finished mean both are
+                    writer.finalize()
+                writers = []
                 bar.update(0, 0, files_done=1)
                 continue
-            tokens, lengths, nbytes, nbad, where = out
-            writer.add_documents(tokens, lengths)
+            tokens, lengths, nbytes, nbad, where, mask = out
+            arrays = [tokens] if mask is None else [tokens, mask]
+            for writer, array in zip(writers, arrays):
+                _add_documents(writer, array, lengths, per_doc)
             result.errors.absorb(nbad, where)
-            result.documents += int(lengths.size)
+            result.documents += int(lengths.size) // per_doc
             result.tokens += int(tokens.size)
             result.bytes_read += nbytes
             bar.update(nbytes, int(tokens.size))
     except BaseException:
-        if writer is not None:
+        for writer in writers:
             writer.discard()
         raise
 
 
-def _finalize_outputs(parts, finals, recipes, per_input, shuffle_seed, prefix) -> None:
-    """Turn finished parts into the final outputs (each recorded with its recipe), remove the parts."""
+def _add_documents(writer: IndexedDatasetWriter, array: np.ndarray, lengths: np.ndarray, per_doc: int) -> None:
+    """Documents of `per_doc` sequences each (a preference pair is one document of two)."""
+    if per_doc == 1:
+        writer.add_documents(array, lengths)
+        return
+    ends = np.cumsum(lengths)
+    for d in range(0, lengths.size, per_doc):
+        start = int(ends[d - 1]) if d else 0
+        writer.add_document(array[start:int(ends[d + per_doc - 1])], lengths[d:d + per_doc].tolist())
+
+
+def _finalize_outputs(parts, finals, recipes, per_input, shuffle_seed, prefix, with_mask: bool = False) -> None:
+    """Turn finished parts into the final outputs (each recorded with its recipe), remove the parts.
+
+    A loss-mask sidecar follows its tokens through the same moves and the same seeded shuffle
+    (the permutation depends only on the seed and the document count), so they stay aligned."""
+    from auroragpt.data.conversations import mask_prefix
+
+    names = [lambda p: p, mask_prefix] if with_mask else [lambda p: p]
     parts_dir = Path(prefix + ".parts")
     if per_input:
         for part, final, recipe in zip(parts, finals, recipes):
             if not dataset_exists(part):
                 continue  # reused from an earlier run
             _recipe_path(final).unlink(missing_ok=True)  # an output without a recipe is never reused
-            if shuffle_seed is None:
-                _move_dataset(part, final)
-            else:
-                merge_datasets([part], final, shuffle_seed=shuffle_seed, overwrite=True)
+            for name in reversed(names):
+                if shuffle_seed is None:
+                    _move_dataset(name(part), name(final))
+                else:
+                    merge_datasets([name(part)], name(final), shuffle_seed=shuffle_seed, overwrite=True)
             _write_json(_recipe_path(final), recipe)
     elif parts_dir.exists():
         _recipe_path(prefix).unlink(missing_ok=True)
-        merge_datasets(parts, prefix, shuffle_seed=shuffle_seed, overwrite=True)
+        for name in reversed(names):
+            merge_datasets([name(p) for p in parts], name(prefix), shuffle_seed=shuffle_seed, overwrite=True)
         _write_json(_recipe_path(prefix), recipes[0])
     if parts_dir.exists():
         shutil.rmtree(parts_dir)

@@ -33,6 +33,18 @@ class KVCache(Protocol):
         ...
 
 
+def document_positions_and_mask(documents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions restarting at each document [B, T], and the causal same-document mask [B, 1, T, T]."""
+    seqlen = documents.shape[1]
+    index = torch.arange(seqlen, device=documents.device).expand_as(documents)
+    starts = torch.ones_like(documents, dtype=torch.bool)
+    starts[:, 1:] = documents[:, 1:] != documents[:, :-1]
+    first = torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
+    causal = torch.ones(seqlen, seqlen, dtype=torch.bool, device=documents.device).tril()
+    same = documents[:, :, None] == documents[:, None, :]
+    return index - first, (same & causal)[:, None]
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -73,7 +85,8 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, kv_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         bsz, seqlen, _ = x.shape
         q = self.wq(x).view(bsz, seqlen, -1, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(bsz, seqlen, -1, self.head_dim).transpose(1, 2)
@@ -83,7 +96,6 @@ class Attention(nn.Module):
             # GPT.forward, because under sequence parallelism the model sees 1/tp of the sequence.
             cos, sin = cos[:seqlen], sin[:seqlen]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        mask = None
         if cache is not None:
             k, v, mask = cache.update(self.layer_id, k, v)
         n_keys = k.shape[2]
@@ -120,8 +132,10 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg.dim, cfg.ffn_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, cache)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        extra = (mask,) if mask is not None else ()  # tensor parallelism prepares exactly the usual inputs
+        h = x + self.attention(self.attention_norm(x), cos, sin, cache, *extra)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -165,10 +179,18 @@ class GPT(nn.Module):
             nn.init.normal_(self.output.weight, 0.0, std, generator=generator)
         self.reset_rotary()
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits [B, T, vocab] for token ids [B, T]; a pipeline stage passes and returns hidden states."""
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, cache: KVCache | None = None,
+                documents: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, vocab] for token ids [B, T]; a pipeline stage passes and returns hidden states.
+
+        `documents` [B, T] marks the examples packed into each row: attention stays inside an
+        example and positions restart at each one, so a packed row computes what its examples
+        would alone."""
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         seqlen = h.shape[1]
+        mask = None
+        if documents is not None:
+            positions, mask = document_positions_and_mask(documents)
         if positions is None:
             if seqlen > self.rope_cos.shape[0]:
                 raise ValueError(f"sequence of {seqlen} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
@@ -176,7 +198,7 @@ class GPT(nn.Module):
         else:
             cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
         for layer in self.layers.values():
-            h = layer(h, cos, sin, cache)
+            h = layer(h, cos, sin, cache, mask) if mask is not None else layer(h, cos, sin, cache)
         if self.norm is not None:
             h = self.norm(h)
         return self.output(h) if self.output is not None else h

@@ -142,7 +142,9 @@ class ParallelModel:
             no_sync = model.no_sync() if (not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
             with no_sync, self._loss_context():
                 with self._autocast():
-                    loss = loss_fn(model(x), y)
+                    # [b, 2, T] inputs are packed rows: token ids and the document id of each token
+                    logits = model(x) if x.dim() == 2 else model(x[:, 0], documents=x[:, 1])
+                    loss = loss_fn(logits, y)
                 (loss / grad_accum).backward()
             total += _local_value(loss)
         return total / grad_accum

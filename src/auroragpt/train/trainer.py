@@ -28,6 +28,7 @@ from auroragpt.train.guard import SpikeGuard, TrainingDiverged
 from auroragpt.train.run_lock import RunLock
 from auroragpt.train.metrics import (MetricsWriter, device_peak_flops, memory_gib, strict_record, throughput,
                                     truncate_after)
+from auroragpt.train.objectives import build_objective
 from auroragpt.train.optim import build_optimizer, lr_at, set_lr
 
 log = get_logger(__name__)
@@ -105,6 +106,7 @@ def _train(cfg: Config, run_dir: Path, model_cfg, steps: int, layout) -> TrainRe
     dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
     loader = build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
     batches = iter(loader)
+    objective = build_objective(cfg, runner, model_cfg, info, loader)
     data_mix = read_data_mix(cfg)
     accum = grad_accum_steps(layout, cfg.data.global_batch, cfg.data.micro_batch)
     tokens_per_step = cfg.data.global_batch * cfg.data.seq_len
@@ -124,8 +126,8 @@ def _train(cfg: Config, run_dir: Path, model_cfg, steps: int, layout) -> TrainRe
                 set_lr(optimizer, lr)
             started, cpu_started = time.perf_counter(), time.process_time()
 
-            tokens, targets = next_batch(batches, accum)
-            loss = float(runner.train_step(tokens, targets, cross_entropy, grad_accum=accum))
+            tokens, targets, loss_fn = objective.batch(batches, accum)
+            loss = float(runner.train_step(tokens, targets, loss_fn, grad_accum=accum))
             grad_norm = float(runner.clip_grad_norm_(cfg.train.grad_clip))
             finite_steps += math.isfinite(loss)
             try:
@@ -150,7 +152,8 @@ def _train(cfg: Config, run_dir: Path, model_cfg, steps: int, layout) -> TrainRe
                 record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
                           "step_time_s": elapsed, "cpu_time_s": cpu_elapsed, "skipped": not applied,
                           "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
-                          **throughput(tokens_per_step, elapsed, flops_per_token, info.world_size, peak)}
+                          **throughput(tokens_per_step, elapsed, flops_per_token, info.world_size, peak),
+                          **objective.metrics()}
                 if saving:  # the checkpoint keeps the record, in case a kill comes before it is written
                     meta = checkpoint_meta(cfg, model_cfg, step, tokens_seen, guard, data_mix)
                     checkpointer.save(step, runner.model_parts, optimizers, {**meta, "metrics_record": strict_record(record)})
@@ -347,6 +350,12 @@ def build_data_loader(cfg: Config, model_cfg, dp_rank: int, dp_size: int, start_
     from auroragpt.data.blend import build_blend_plan
     from auroragpt.data.filelist import parse_file_list
     from auroragpt.data.loader import build_loader
+
+    if cfg.train.objective in ("sft", "dpo"):
+        from auroragpt.data.examples import build_example_plan
+
+        plan = build_example_plan(cfg, steps)
+        return build_loader(plan, dp_rank, dp_size, d.micro_batch, d.global_batch, start_sample=start_sample)
 
     if d.tokenizer:
         from auroragpt.data.tokenizer import load_tokenizer
