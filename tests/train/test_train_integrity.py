@@ -266,3 +266,17 @@ def test_an_async_save_is_published_as_soon_as_it_is_written(tmp_path):
         time.sleep(0.02)
     assert find_damage(final) == []
     saver.wait()
+
+
+@pytest.mark.parametrize("kind", ["64 KiB garbage inside a shard", "shard truncated", "meta.json not JSON"])
+def test_the_inference_loader_refuses_a_damaged_checkpoint_naming_the_file(finished, tmp_path, kind):
+    """eval, serve and export load through `load_inference_model`: a damaged shard must not load silently."""
+    from auroragpt.model.loading import CheckpointError, load_inference_model
+
+    _, damaged = _damaged_copy(finished, tmp_path, kind)
+    target = damaged / "checkpoints" / "step_00000006"
+    with pytest.raises(CheckpointError) as caught:
+        load_inference_model(target)
+    assert str(target) in str(caught.value) and DAMAGE[kind][0] in str(caught.value)
+    model, meta = load_inference_model(damaged / "checkpoints" / "step_00000004")
+    assert meta["step"] == 4

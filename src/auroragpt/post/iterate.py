@@ -80,7 +80,7 @@ def generate_completions(checkpoint: str, prompts: list, samples: int, max_new_t
     from auroragpt.data.chat_template import load_chat_template
     from auroragpt.data.tokenizer import load_tokenizer
     from auroragpt.model.generate import generate
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     model, meta = load_inference_model(checkpoint)
     tokenizer = load_tokenizer(meta["tokenizer"])
@@ -150,7 +150,7 @@ def run_round(r: int, out: Path, config: str, policy: str, prompts: list, scorer
         command = [sys.executable, "-m", "auroragpt.cli", "launch", "-n", str(nprocs), "--", *command]
     if subprocess.run(command).returncode != 0:
         raise DataError(f"round {r}: DPO training failed (see its log above)", hint="rerun the same command to resume")
-    from auroragpt.train.checkpoint import latest_checkpoint
+    from auroragpt.model.loading import latest_checkpoint
 
     final = latest_checkpoint(folder / "run")
     write_atomically(folder / "round.json", json.dumps({"round": r, "policy": policy, "result": str(final),
@@ -159,7 +159,7 @@ def run_round(r: int, out: Path, config: str, policy: str, prompts: list, scorer
 
 
 def _tokenizer_of(policy: str) -> str:
-    from auroragpt.train.checkpoint import load_inference_model
+    from auroragpt.model.loading import load_inference_model
 
     tokenizer = load_inference_model(policy)[1].get("tokenizer")
     if not tokenizer:
