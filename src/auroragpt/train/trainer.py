@@ -43,9 +43,11 @@ def train(cfg: Config) -> TrainResult:
 
     from auroragpt.runtime.env import read_rank_info
     from auroragpt.parallel.layout import build_mesh
+    from auroragpt.train.objectives import select_objective
 
     run_dir = Path(cfg.run.dir)
-    model_cfg = resolve_model_config(cfg)
+    objective = select_objective(cfg)
+    model_cfg = objective.resolve_model_config(cfg)
     steps = total_steps(cfg)
     layout = check_layout(cfg, model_cfg, read_rank_info().world_size)  # before any process-group work
     info = setup(seed=cfg.train.seed)
@@ -56,7 +58,7 @@ def train(cfg: Config) -> TrainResult:
         log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)%s", info.topology(), layout.pp,
                  layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode,
                  ", weights initialised per shard from the meta device" if on_meta else "")
-    model = build_model(model_cfg, info.device, cfg.train.seed, on_meta=on_meta)
+    model = objective.build_model(model_cfg, info.device, cfg.train.seed, on_meta=on_meta)
     resume_path = find_resume_checkpoint(cfg, run_dir)
     if resume_path is None and cfg.checkpoint.init_from:
         load_initial_weights(model, cfg.checkpoint.init_from, model_cfg)
@@ -84,11 +86,11 @@ def train(cfg: Config) -> TrainResult:
         truncate_after(run_dir / "metrics.jsonl", step)
 
     dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
-    loader = build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
+    loader = objective.build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
     batches = iter(loader)
     data_mix = read_data_mix(cfg)
     accum = cfg.data.global_batch // (cfg.data.micro_batch * dp_size)
-    tokens_per_step = cfg.data.global_batch * cfg.data.seq_len
+    tokens_per_step = objective.tokens_per_step(cfg, model_cfg)
     flops_per_token = model_cfg.flops_per_token(cfg.data.seq_len)
     peak = device_peak_flops(info.device)
     metrics = MetricsWriter(run_dir, info.rank == 0, wandb=cfg.metrics.wandb, tensorboard=cfg.metrics.tensorboard,
@@ -104,8 +106,8 @@ def train(cfg: Config) -> TrainResult:
                 set_lr(optimizer, lr)
             started, cpu_started = time.perf_counter(), time.process_time()
 
-            tokens, targets = next_batch(batches, accum)
-            loss = float(runner.train_step(tokens, targets, cross_entropy, grad_accum=accum))
+            tokens, targets = objective.next_batch(batches, accum)
+            loss = float(runner.train_step(tokens, targets, objective.loss_fn, grad_accum=accum))
             grad_norm = float(runner.clip_grad_norm_(cfg.train.grad_clip))
             try:
                 applied = guard.check(step + 1, loss, grad_norm)

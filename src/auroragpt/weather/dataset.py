@@ -83,7 +83,10 @@ def channel(ds, name: str):
 
 
 def split_bounds(ds) -> tuple[np.datetime64, np.datetime64]:
-    """(train_end, valid_end): times before train_end train, before valid_end validate."""
+    """(train_end, valid_end): times before train_end train, before valid_end validate. The
+    dataset's own attributes decide when it has them; else 70% / 15% / 15% of its times."""
+    if "train_end" in ds.attrs and "valid_end" in ds.attrs:
+        return np.datetime64(ds.attrs["train_end"]), np.datetime64(ds.attrs["valid_end"])
     times = ds["time"].values
     a, b = (int(len(times) * f) for f in SPLIT_FRACTIONS)
     return times[a], times[b]
@@ -172,8 +175,6 @@ class WeatherArrays:
 
 def load_arrays(path: str | Path, variables: str = "", history: int = 2) -> WeatherArrays:
     """Read, check, normalise and hold a dataset in memory (the CPU demo and moderate grids)."""
-    from auroragpt.weather.forcings import toa_insolation
-
     ds = open_dataset(path)
     check_dims(ds, path)
     names = state_variables(ds, variables)
@@ -186,9 +187,33 @@ def load_arrays(path: str | Path, variables: str = "", history: int = 2) -> Weat
     diff_scale = np.array([stats[n]["diff_std"] / stats[n]["std"] for n in names])
     static = [(ds[n].values - stats[n]["mean"]) / stats[n]["std"] for n in STATIC_NAMES if n in ds.data_vars and "time" not in ds[n].dims]
     static.append(np.sin(np.deg2rad(lat))[:, None].repeat(len(lon), axis=1))
-    sun = ds[INSOLATION].values if INSOLATION in ds.data_vars else toa_insolation(times, lat, lon)
-    sun = (sun - 340.0) / 420.0  # fixed scale: forecasts compute it beyond the dataset's times
+    # Always from the sun's position (ERA5 stores an hourly accumulation in J m-2 instead), with a
+    # fixed scale, so forecasts compute the same channel at valid times beyond the dataset's end.
+    sun = normalised_insolation(times, lat, lon)
     lat_w = np.repeat(latitude_weights(lat)[:, None], len(lon), axis=1)
     f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     return WeatherArrays(names, times, lat, lon, f32(states), f32(diff_scale), f32(np.stack(static)),
                          f32(sun[:, None]), f32(lat_w), stats, history)
+
+
+def normalised_insolation(times: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    from auroragpt.weather.forcings import toa_insolation
+
+    return (toa_insolation(times, lat, lon) - 340.0) / 420.0
+
+
+def write_zarr_atomically(ds, out: str | Path, force: bool) -> Path:
+    """Write OUT.tmpPID, then rename: OUT is never half-written (zarr v2, what WeatherBench2 reads)."""
+    import os
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise DataError(f"{out} already exists", hint="pass --force to replace it, or choose another --out")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

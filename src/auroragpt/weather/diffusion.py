@@ -63,26 +63,28 @@ def sampling_times(steps: int, sigma_max: float = 80.0, sigma_min: float = 0.002
 
 
 @torch.no_grad()
-def sample(net: SwinDenoiser, cond: torch.Tensor, steps: int, generator: torch.Generator, eta: float = 0.0,
+def sample(net: SwinDenoiser, cond: torch.Tensor, steps: int, generators: list[torch.Generator], eta: float = 0.0,
            sigma_data: float = 1.0) -> torch.Tensor:
-    """One draw of the normalised tendency given `cond` [B, C, H, W]; eta = 0 is the ODE sampler.
+    """One draw of the normalised tendency per row of `cond` [B, C, H, W]; eta = 0 is the ODE sampler.
 
-    All randomness comes from `generator`, so a member is reproduced by its seed alone.
+    Row b draws all its noise from generators[b], so a member is reproduced by its seed alone,
+    whatever else is in the batch.
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     b, _, h, w = cond.shape
-    shape = (b, net.cfg.n_vars, h, w)
+    if len(generators) != b:
+        raise ValueError(f"{len(generators)} generators for {b} rows")
+    one = (net.cfg.n_vars, h, w)
+    noise = lambda: torch.stack([torch.randn(one, generator=g, dtype=cond.dtype) for g in generators]).to(cond.device)  # noqa: E731
     times = sampling_times(steps, sigma_data=sigma_data)
-    x = torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype) * sigma_data
-    x = x * math.sin(times[0])  # x_T = sin(T) z: the cos(T) x0 part is negligible at sigma_max
+    x = noise() * sigma_data * math.sin(times[0])  # x_T = sin(T) z: the cos(T) x0 part is negligible at sigma_max
     for t, s in zip(times[:-1], times[1:]):
         tt = torch.full((b,), t, device=cond.device, dtype=cond.dtype)
         f = net(x / sigma_data, tt, cond) * sigma_data
         x0 = math.cos(t) * x - math.sin(t) * f
         z = math.sin(t) * x + math.cos(t) * f
         if eta > 0 and s > 0:
-            fresh = torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype) * sigma_data
-            z = math.sqrt(1 - eta**2) * z + eta * fresh
+            z = math.sqrt(1 - eta**2) * z + eta * noise() * sigma_data
         x = math.cos(s) * x0 + math.sin(s) * z
     return x

@@ -236,26 +236,13 @@ def _store(model: BarotropicModel, zeta_hat: torch.Tensor, tracer_hat: torch.Ten
 
 
 def write_dataset(ds, out: str | Path, force: bool = False) -> Path:
-    """Write `ds` (with its normalisation stats and split bounds in the attributes) as a zarr
-    store, atomically: into OUT.tmpPID, then renamed, so OUT is never half-written."""
+    """Write `ds` as a zarr store with its normalisation stats and split bounds in the attributes."""
     import json
-    import os
-    import shutil
 
-    from auroragpt.errors import DataError
-    from auroragpt.weather.dataset import STATS_ATTR, compute_stats, split_bounds, state_variables
+    from auroragpt.weather.dataset import STATS_ATTR, compute_stats, split_bounds, state_variables, write_zarr_atomically
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise DataError(f"{out} already exists", hint="pass --force to replace it, or choose another --out")
     ds = ds.copy()
     ds.attrs[STATS_ATTR] = json.dumps(compute_stats(ds, state_variables(ds)))
     train_end, valid_end = split_bounds(ds)
     ds.attrs.update(train_end=str(train_end), valid_end=str(valid_end))
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)  # v2: what WeatherBench2 reads
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return write_zarr_atomically(ds, out, force)
