@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fc.add_argument("--members", type=int, default=8)
     fc.add_argument("--out", default="fc.zarr")
     fc.add_argument("--data", default="", help="dataset for initial states and forcings (default: the run's data.path)")
-    fc.add_argument("--sampling-steps", type=int, default=8, help="diffusion steps per forecast step")
+    fc.add_argument("--sampling-steps", type=int, default=20, help="diffusion steps per forecast step (fewer: under-dispersed)")
     fc.add_argument("--eta", type=float, default=0.0, help="0: deterministic ODE sampler; (0, 1]: stochastic")
     fc.add_argument("--seed", type=int, default=0, help="member m draws from seed + m")
     fc.add_argument("--force", action="store_true")

@@ -72,6 +72,8 @@ def score_command(args: argparse.Namespace) -> int:
     out = Path(args.output)
     write_atomically(out, json.dumps(table, indent=1))
     pngs = write_plots(out.with_suffix(""), table, arrays, tr, fc)
+    fc.close()
+    truth_ds.close()
     print(format_table(table))
     print(f"wrote {out} and {', '.join(p.name for p in pngs)}")
     return 0
@@ -107,7 +109,7 @@ def write_plots(stem: Path, table: dict, arrays: dict, tr: dict, fc) -> list[Pat
             ax.plot(leads, s["spread"], "^-", label="spread")
         ax.set_title(f"{n} RMSE")
         ax.set_xlabel("lead (h)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left")
         axes[1, j].plot(leads, s["acc"], "o-", label="ACC")
         if s["crps"]:
             ax2 = axes[1, j].twinx()
@@ -136,7 +138,7 @@ def write_plots(stem: Path, table: dict, arrays: dict, tr: dict, fc) -> list[Pat
     ax.loglog(scores.zonal_power_spectrum(ens[0, last].mean(0), lat_w)[1:], label="ensemble mean")
     ax.set_xlabel("zonal wavenumber")
     ax.set_title(f"{n} spectra, lead {leads[last]:.0f} h")
-    ax.legend()
+    ax.legend(loc="lower left")
     paths.append(_save(fig, stem.with_name(stem.name + "_spectra.png")))
 
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -153,12 +155,12 @@ def write_plots(stem: Path, table: dict, arrays: dict, tr: dict, fc) -> list[Pat
     axes[0].set_xlabel("longitude")
     axes[0].set_ylabel("latitude")
     axes[0].set_title(f"vortex tracks ({table['track']['variable']} low)")
-    axes[0].legend()
+    axes[0].legend(loc="upper left")
     axes[1].plot(leads, table["track"]["member_error_km"], "o-", label="members (mean)")
     axes[1].plot(leads, table["track"]["ensemble_mean_error_km"], "s-", label="ensemble-mean field")
     axes[1].set_xlabel("lead (h)")
     axes[1].set_ylabel("track error (km)")
-    axes[1].legend()
+    axes[1].legend(loc="upper left")
     paths.append(_save(fig, stem.with_name(stem.name + "_tracks.png")))
     return paths
 
