@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -19,6 +21,7 @@ def cli(*args: str, cwd: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+@pytest.mark.timeout(900)  # ~1 min of CPU; much longer in wall time on a shared machine
 def test_trained_tiny_ensemble_beats_persistence_and_is_calibrated(tmp_path):
     cli("weather", "simulate", "--out", "sim.zarr", "--grid", "16x32", "--days", "150", cwd=tmp_path)
     cli("train", "--config", str(REPO / "configs" / "weather-demo.toml"), "--model.dim=48", "--model.n_heads=4",

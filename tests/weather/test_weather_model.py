@@ -63,3 +63,23 @@ def test_bad_shapes_are_config_errors():
         get_weather_preset("weather-tiny", grid_h=30)
     with pytest.raises(ConfigError, match="unknown weather model preset"):
         get_weather_preset("weather-huge")
+
+
+def test_weather_demo_config_selects_the_weather_objective_and_refuses_tp(tmp_path):
+    from pathlib import Path
+
+    from auroragpt.config import load_config
+    from auroragpt.train.objectives import select_objective
+    from auroragpt.weather.simulate import simulate, write_dataset
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "weather-demo.toml"
+    data = write_dataset(simulate(h=16, w=32, days=3, spinup_days=0.5), tmp_path / "sim.zarr")
+    cfg = load_config(config, [f"data.path={data}"])
+    objective = select_objective(cfg)
+    assert objective.name == "weather_diffusion"
+    model_cfg = objective.resolve_model_config(cfg)
+    assert (model_cfg.grid_h, model_cfg.grid_w, model_cfg.n_vars) == (16, 32, 4)
+    assert model_cfg.n_cond == 2 * 4 + 2 + 1 + 1  # history, orography + land-sea mask, sin(lat), insolation
+    assert select_objective(load_config(None, ["data.synthetic=true", "train.steps=1"])).name == "lm"
+    with pytest.raises(ConfigError, match="parallel.tp = 2"):
+        objective.resolve_model_config(load_config(config, [f"data.path={data}", "parallel.tp=2"]))
