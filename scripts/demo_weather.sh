@@ -2,6 +2,7 @@
 # make demo-weather: simulate -> train weather-tiny -> 8-member ensemble forecast -> scores and plots.
 # Everything lands in demo_weather/; nothing is downloaded.
 set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-demo_weather}
 STEPS=${STEPS:-300}
 mkdir -p "$OUT"
@@ -12,7 +13,7 @@ echo "== 1. simulate 200 days of barotropic weather on a 32x64 grid (sim.zarr)"
 [ -d sim.zarr ] || auroragpt weather simulate --out sim.zarr --grid 32x64 --days 200
 
 echo "== 2. train weather-tiny for $STEPS steps (runs/weather-demo: metrics, checkpoints, loss.png)"
-auroragpt train --config ../configs/weather-demo.toml --train.steps="$STEPS"
+auroragpt train --config "$REPO/configs/weather-demo.toml" --train.steps="$STEPS"
 
 echo "== 3. 8-member ensemble from 4 initial times of the test period, 8 steps (48 h) ahead"
 INITS=$(python -c "
