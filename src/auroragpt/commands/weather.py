@@ -69,10 +69,24 @@ def run_simulate(args: argparse.Namespace) -> int:
         raise ConfigError("--days and --every-hours must be positive and --spinup-days >= 0")
     if Path(args.out).exists() and not args.force:
         raise DataError(f"{args.out} already exists", hint="pass --force to replace it, or choose another --out")
-    ds = simulate(h, w, args.days, args.every_hours, args.spinup_days, args.seed)
+    ds = simulate(h, w, args.days, args.every_hours, args.spinup_days, args.seed, progress=terminal_progress("simulate"))
     out = write_dataset(ds, args.out, force=args.force)
     print(f"wrote {out}: {ds.sizes['time']} times x {h}x{w}, variables {', '.join(ds.data_vars)}")
     return 0
+
+
+def terminal_progress(label: str):
+    """A progress callback that redraws one line on a terminal and stays quiet in logs."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\r{label}: {done}/{total} ({100 * done // total}%)", end=end, file=sys.stderr, flush=True)
+
+    return show
 
 
 def run_forecast(args: argparse.Namespace) -> int:

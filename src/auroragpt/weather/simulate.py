@@ -151,9 +151,9 @@ VARIABLES = ("z500", "u500", "v500", "t850")
 FORCINGS = ("orography", "land_sea_mask", "toa_incident_solar_radiation")
 START = np.datetime64("2000-01-01T00:00:00")
 DAY = np.timedelta64(86400, "s")
-# Dimensional scales that make the fields look like their ERA5 namesakes (values only; the
-# dynamics are non-dimensional). One radian per time unit is about 220 m/s at the equator; the
-# flow's own speeds are a fraction of that.
+# Output scales that give the fields ERA5-like magnitudes (z500 ~ 54,000 m2 s-2, winds of tens of
+# m/s, t850 ~ 250-280 K). They are presentation only, not a consistent dimensional conversion of the
+# non-dimensional dynamics, whose time unit is HOURS_PER_UNIT.
 HOURS_PER_UNIT = 8.0
 U_SCALE, Z_MEAN, Z_SCALE, T_MEAN, T_SCALE = 74.0, 54000.0, 4000.0, 250.0, 40.0
 
@@ -164,10 +164,6 @@ def simulate(h: int = 32, w: int = 64, days: float = 120.0, every_hours: float =
 
     Latitudes are cell centres from north to south, longitudes from 0 east, like ERA5.
     """
-    import xarray as xr
-
-    from auroragpt.weather.forcings import toa_insolation
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 64 x 64 FFT is slower on several threads than on one
     try:
@@ -176,7 +172,8 @@ def simulate(h: int = 32, w: int = 64, days: float = 120.0, every_hours: float =
         torch.set_num_threads(threads)
 
 
-def _simulate(h, w, days, every_hours, spinup_days, seed, params, progress):
+def _simulate(h: int, w: int, days: float, every_hours: float, spinup_days: float, seed: int,
+              params: SimParams | None, progress):
     import xarray as xr
 
     from auroragpt.weather.forcings import toa_insolation
