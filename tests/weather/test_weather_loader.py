@@ -21,3 +21,23 @@ def test_loader_resumes_exactly_and_ranks_read_disjoint_samples(era5_zarr):
     torch.testing.assert_close(torch.cat([next(iter(r0)), next(iter(r1))]), torch.cat(batches[:2]))
     # every example's target is the normalised tendency of a training time followed by its successor
     assert all(arrays.times[r0.time_index(i)] < arrays.times[int(0.7 * len(arrays.times))] for i in range(40))
+
+
+def test_netcdf_reads_like_zarr_and_stats_are_stored_once(era5_zarr, tmp_path):
+    import json
+
+    import xarray as xr
+
+    from auroragpt.weather.dataset import STATS_ATTR
+
+    nc = tmp_path / "era5.nc"
+    xr.open_zarr(era5_zarr).load().to_netcdf(nc, engine="h5netcdf")
+    a = load_arrays(era5_zarr, "geopotential500,temperature850")
+    b = load_arrays(nc, "geopotential500,temperature850")
+    torch.testing.assert_close(a.states, b.states)
+    assert a.variables == ["geopotential500", "temperature850"]
+    stored = json.loads(xr.open_zarr(era5_zarr).attrs[STATS_ATTR])  # written into the zarr on first use
+    assert abs(stored["geopotential500"]["mean"] - 54000) < 100
+    # normalised states have zero mean and unit std over the training split
+    train = a.states[: int(0.7 * len(a.times))]
+    assert train.mean().abs() < 0.05 and abs(train.std() - 1) < 0.05
