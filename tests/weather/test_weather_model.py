@@ -83,3 +83,7 @@ def test_weather_demo_config_selects_the_weather_objective_and_refuses_tp(tmp_pa
     assert select_objective(load_config(None, ["data.synthetic=true", "train.steps=1"])).name == "lm"
     with pytest.raises(ConfigError, match="parallel.tp = 2"):
         objective.resolve_model_config(load_config(config, [f"data.path={data}", "parallel.tp=2"]))
+    with pytest.raises(ConfigError, match="init_from"):
+        objective.resolve_model_config(load_config(config, [f"data.path={data}", "checkpoint.init_from=x"]))
+    with pytest.raises(ConfigError, match="vocab_size"):
+        objective.resolve_model_config(load_config(config, [f"data.path={data}", "model.vocab_size=10"]))

@@ -41,6 +41,9 @@ def resolve_model_config(cfg):
     if cfg.parallel.tp > 1 or cfg.parallel.pp > 1:
         raise ConfigError(f"parallel.tp = {cfg.parallel.tp}, parallel.pp = {cfg.parallel.pp}: weather models run on "
                           "data parallelism (DDP / FSDP2) here", hint="set tp = 1 and pp = 1; spread ranks with dp_shard / dp_replicate")
+    if cfg.checkpoint.init_from:
+        raise ConfigError("checkpoint.init_from copies language-model weights; weather runs continue from a checkpoint",
+                          hint="use checkpoint.load_from=RUN_DIR (or a step folder) of a weather run")
     if cfg.weather.history < 1:
         raise ConfigError(f"weather.history must be >= 1 (states the model sees), got {cfg.weather.history}")
     lm_only = [k for k in _LM_ONLY_KEYS if getattr(cfg.model, k) is not None]
