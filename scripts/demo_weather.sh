@@ -15,12 +15,12 @@ echo "== 1. simulate 200 days of barotropic weather on a 32x64 grid (sim.zarr)"
 echo "== 2. train weather-tiny for $STEPS steps (runs/weather-demo: metrics, checkpoints, loss.png)"
 auroragpt train --config "$REPO/configs/weather-demo.toml" --train.steps="$STEPS"
 
-echo "== 3. 8-member ensemble from 4 initial times of the test period, 8 steps (48 h) ahead"
+echo "== 3. 8-member ensemble from 3 initial times of the test period, 6 steps (36 h) ahead"
 INITS=$(python -c "
 import xarray as xr, numpy as np
 ds = xr.open_zarr('sim.zarr'); t = ds.time.values; n = len(t)
-print(','.join(str(x)[:19] for x in t[int(0.87 * n):n - 10:max(1, (n // 10) // 4)][:4]))")
-auroragpt weather forecast runs/weather-demo --init "$INITS" --lead-steps 8 --members 8 --out fc.zarr --force
+print(','.join(str(x)[:19] for x in t[int(0.87 * n):n - 10:max(1, (n // 10) // 3)][:3]))")
+auroragpt weather forecast runs/weather-demo --init "$INITS" --lead-steps 6 --members 8 --out fc.zarr --force
 
 echo "== 4. scores against the truth, persistence and climatology (score.json, score_*.png)"
 auroragpt weather score fc.zarr --truth sim.zarr --output score.json
