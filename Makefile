@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test install clean
+.PHONY: demo demo-weather test install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,8 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh
 
+demo-weather: $(STAMP)
+	bash scripts/demo_weather.sh
+
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out demo_weather

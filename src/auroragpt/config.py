@@ -78,6 +78,7 @@ class DataSection:
     num_workers: int = 0
     valid_fraction: float = 0.01
     seed: int = 1234
+    path: str = ""  # gridded dataset (zarr / netCDF) of a weather model; empty: sim.zarr
 
 
 @dataclass
@@ -156,6 +157,15 @@ class PostSection:
 
 
 @dataclass
+class WeatherSection:
+    """Weather models (model.preset = weather-*): which variables, how many past states, windows."""
+
+    variables: str = ""  # comma-separated channel names (e.g. "z500,t850"); empty: every time-varying one
+    history: int = 2
+    window: int = 0  # square window size overriding the preset's (0: the preset's)
+
+
+@dataclass
 class RunSection:
     dir: str = "runs/demo"
     name: str = ""
@@ -174,6 +184,7 @@ class Config:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     post: PostSection = field(default_factory=PostSection)
     run: RunSection = field(default_factory=RunSection)
+    weather: WeatherSection = field(default_factory=WeatherSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -306,7 +317,7 @@ def validate(cfg: Config) -> None:
     if (t.steps > 0) == (t.tokens > 0):
         raise ConfigError("set exactly one of train.steps and train.tokens (the run length)",
                           hint=f"got train.steps={t.steps}, train.tokens={t.tokens}")
-    if not d.synthetic and not d.file_list:
+    if not d.synthetic and not d.file_list and not cfg.model.preset.startswith("weather-"):
         raise ConfigError("data.file_list is empty", hint="point it at a data-file-list, or set data.synthetic=true")
     if t.objective == "dpo" and not (cfg.checkpoint.init_from or cfg.post.reference_from):
         raise ConfigError("train.objective = 'dpo' needs checkpoint.init_from (the model to align, also the reference)",

@@ -65,6 +65,8 @@ RANGES: dict[tuple[str, str], tuple[float | None, bool, float | None, bool, str]
     ("post", "beta"): (0, False, None, False, "the DPO temperature on the log-ratio"),
     ("post", "label_smoothing"): (0, True, 0.5, False, "the robust-DPO label-flip probability"),
     ("post", "rpo_alpha"): (0, True, None, False, "the weight of the SFT term on chosen (RPO)"),
+    ("weather", "history"): (1, True, None, False, "past states the weather model is conditioned on"),
+    ("weather", "window"): (0, True, None, False, "the attention window's side (0: the preset's)"),
     ("post", "check_fraction"): (0, True, 1, True, "the share of cached reference log-probs recomputed on load"),
 }
 

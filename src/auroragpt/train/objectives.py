@@ -80,3 +80,18 @@ def build_objective(cfg, runner, model_cfg, info, loader=None):
 
         return build_dpo_objective(cfg, runner, model_cfg, info, loader)
     raise ValueError(f"unknown objective {name!r}")
+
+
+class FixedLossObjective:
+    """An objective whose batches come from a family's own `next_batch` and whose loss is fixed
+    (weather diffusion): nothing to add to the metrics."""
+
+    def __init__(self, name: str, next_batch: Callable[..., tuple[Any, Any]], loss_fn: LossFn) -> None:
+        self.name, self._next_batch, self._loss_fn = name, next_batch, loss_fn
+
+    def batch(self, batches: Iterator[Any], accum: int) -> tuple[Any, Any, LossFn]:
+        inputs, targets = self._next_batch(batches, accum)
+        return inputs, targets, self._loss_fn
+
+    def metrics(self) -> dict[str, Any]:
+        return {}

@@ -28,7 +28,6 @@ from auroragpt.train.guard import SpikeGuard, TrainingDiverged
 from auroragpt.train.run_lock import RunLock
 from auroragpt.train.metrics import (MetricsWriter, device_peak_flops, memory_gib, strict_record, throughput,
                                     truncate_after)
-from auroragpt.train.objectives import build_objective
 from auroragpt.train.optim import build_optimizer, lr_at, set_lr
 
 log = get_logger(__name__)
@@ -45,23 +44,25 @@ class TrainResult:
 def train(cfg: Config) -> TrainResult:
     """Run (or resume) the training job described by `cfg` on every rank of the launched job."""
     from auroragpt.runtime.env import read_rank_info
+    from auroragpt.train.families import select_family
 
     run_dir = Path(cfg.run.dir)
     check_run_dir(run_dir)  # before any model is built: a bad path must cost seconds, not minutes
-    model_cfg = resolve_model_config(cfg)
+    family = select_family(cfg)
+    model_cfg = family.resolve_model_config(cfg)
     steps = total_steps(cfg)
     ranks = read_rank_info()
     layout = check_layout(cfg, model_cfg, ranks.world_size)  # before any process-group work
     configure(ranks.rank)
     lock = RunLock(run_dir).acquire() if ranks.rank == 0 else None  # one job per run folder
     try:
-        return _train(cfg, run_dir, model_cfg, steps, layout)
+        return _train(cfg, run_dir, family, model_cfg, steps, layout)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(cfg: Config, run_dir: Path, model_cfg, steps: int, layout) -> TrainResult:
+def _train(cfg: Config, run_dir: Path, family, model_cfg, steps: int, layout) -> TrainResult:
     """The job itself, on every rank, once the config and layout are known to be sound."""
     from auroragpt.runtime.setup import seed_everything, setup, teardown
     from auroragpt.parallel.layout import build_mesh, data_parallel_coordinates, grad_accum_steps
@@ -75,7 +76,7 @@ def _train(cfg: Config, run_dir: Path, model_cfg, steps: int, layout) -> TrainRe
         log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)%s", info.topology(), layout.pp,
                  layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode,
                  ", weights initialised per shard from the meta device" if on_meta else "")
-    model = build_model(model_cfg, info.device, cfg.train.seed, on_meta=on_meta)
+    model = family.build_model(model_cfg, info.device, cfg.train.seed, on_meta=on_meta)
     resume_path = find_resume_checkpoint(cfg, run_dir)
     if resume_path is None and cfg.checkpoint.init_from:
         load_initial_weights(model, cfg.checkpoint.init_from, model_cfg)
@@ -104,12 +105,12 @@ def _train(cfg: Config, run_dir: Path, model_cfg, steps: int, layout) -> TrainRe
         truncate_after(run_dir / "metrics.jsonl", step, meta.get("metrics_record") if own else None)
 
     dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
-    loader = build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
+    loader = family.build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
     batches = iter(loader)
-    objective = build_objective(cfg, runner, model_cfg, info, loader)
+    objective = family.build_objective(cfg, runner, model_cfg, info, loader)
     data_mix = read_data_mix(cfg)
     accum = grad_accum_steps(layout, cfg.data.global_batch, cfg.data.micro_batch)
-    tokens_per_step = cfg.data.global_batch * cfg.data.seq_len
+    tokens_per_step = family.tokens_per_step(cfg, model_cfg)
     flops_per_token = model_cfg.flops_per_token(cfg.data.seq_len)
     peak = device_peak_flops(info.device)
     metrics = MetricsWriter(run_dir, info.rank == 0, wandb=cfg.metrics.wandb, tensorboard=cfg.metrics.tensorboard,
