@@ -200,7 +200,8 @@ class Pool:
         live = [r for r in self.replicas.values() if r.job.model == model]
         busy = sum(r.outstanding for r in live)
         idle_for = time.monotonic() - self.last_used[model]
-        if busy == 0 and idle_for > self.cfg.gateway.idle_timeout_s and len(jobs) > spec.min_replicas:
+        settled = len(live) == len(jobs)  # a job still starting was asked for: its idle clock starts when it runs
+        if busy == 0 and settled and idle_for > self.cfg.gateway.idle_timeout_s and len(jobs) > spec.min_replicas:
             # the newest go first: the oldest are the warmest
             for job in sorted(jobs, key=lambda j: j.submitted_at, reverse=True)[: len(jobs) - spec.min_replicas]:
                 log.info("model %s idle for %.0f s: cancelling job %s", model, idle_for, job.id)
