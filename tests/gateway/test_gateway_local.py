@@ -143,6 +143,11 @@ def test_two_replicas_serve_16_clients_like_a_direct_server(model_dir, tmp_path)
         for i, prompt in enumerate(prompts):
             expected = direct.completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=0)
             assert results[i] == expected.choices[0].text, i
+        for job in state_file(config)["jobs"]:  # least outstanding spread the clients over both replicas
+            key = (config.parent / "state" / "jobs" / f"{job['token']}.key").read_text().strip()
+            text = httpx.get(f"http://{job['host']}:{job['port']}/metrics", headers={"Authorization": f"Bearer {key}"}).text
+            served = [line for line in text.splitlines() if line.startswith('auroragpt_requests_total{route="/v1/completions"')]
+            assert served and float(served[0].split()[-1]) >= 4, text
         metrics = httpx.get(gw.base + "/metrics", headers=gw.headers).text
         assert 'auroragpt_gateway_requests_total{key=' in metrics and 'status="200"} 16.0' in metrics
         gw.stop()
