@@ -14,8 +14,7 @@ _SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
+def _build(tmp_path_factory, context: int) -> Path:
     from auroragpt.data.tokenizer import train_bpe
     from auroragpt.model.gpt import GPT
     from auroragpt.model.io import save_model
@@ -24,8 +23,19 @@ def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("gateway_model")
     texts = [f"{s} {i}" for i in range(40) for s in _SENTENCES]
     tok = train_bpe(texts, 300, root / "tok" / "tokenizer.json", min_frequency=1)
-    model = GPT(get_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256))
+    model = GPT(get_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=context))
     model.init_weights(torch.Generator().manual_seed(0))
     folder = root / "tiny-model"
     save_model(model, folder, meta={"note": "gateway tests"}, tokenizer_path=root / "tok" / "tokenizer.json")
     return folder
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, 256)
+
+
+@pytest.fixture(scope="session")
+def long_model_dir(tmp_path_factory) -> Path:
+    """A context long enough for a stream that lasts seconds (to break one off mid-way through a scheduler)."""
+    return _build(tmp_path_factory, 4096)

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 def write_config(folder: Path, model_dir: Path, *, idle_timeout_s: float = 300, min_replicas: int = 0,
-                 max_replicas: int = 1, scheduler: str = "local", port: int | None = None, extra_site: str = "") -> Path:
+                 max_replicas: int = 1, scheduler: str = "local", port: int | None = None, extra_site: str = "", max_tokens_cap: int = 200) -> Path:
     port = port or free_port()
     text = f"""
 [gateway]
@@ -45,7 +45,7 @@ path = "{model_dir}"
 site = "here"
 min_replicas = {min_replicas}
 max_replicas = {max_replicas}
-serve_args = {BACKEND_ARGS}
+serve_args = {BACKEND_ARGS.replace('"200"', f'"{max_tokens_cap}"')}
 """
     path = folder / "gateway.toml"
     path.write_text(text)
