@@ -159,3 +159,48 @@ def test_two_replicas_serve_16_clients_like_a_direct_server(model_dir, tmp_path)
     finally:
         gw.stop()
         kill_local_jobs(config)
+
+
+def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(model_dir, tmp_path):
+    config = write_config(tmp_path, model_dir, min_replicas=1, extra_site="walltime_s = 16\nrenew_before_s = 8")
+    gw = Gateway(config)
+    try:
+        old = gw.wait_state("running", timeout_s=120)["jobs"][0]
+        outcomes: list = []
+        stop = threading.Event()
+
+        def load() -> None:  # streams keep requests in flight across the hand-over
+            client = gw.client(timeout=120)
+            while not stop.is_set():
+                try:
+                    chunks = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=0,
+                                                       stream=True, extra_body={"ignore_eos": True})
+                    outcomes.append(sum(1 for c in chunks if c.choices))
+                except BaseException as err:  # noqa: BLE001 - reported below
+                    outcomes.append(err)
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            jobs = gw.get("/v1/jobs")["data"]
+            if old not in [j["id"] for j in jobs] and any(j["state"] == "running" for j in jobs):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"job {old} was never replaced; log:\n{gw.read_log()}")
+        time.sleep(1)
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        assert not errors and len(outcomes) >= 3, errors[:3]
+        assert all(o == 40 for o in outcomes)
+        with pytest.raises(ProcessLookupError):
+            for _ in range(100):
+                os.kill(backend_pid(old), 0)
+                time.sleep(0.1)
+    finally:
+        gw.stop()
+        kill_local_jobs(config)

@@ -39,6 +39,8 @@ class Site:
     submit_args: list[str] = field(default_factory=list)
     max_jobs: int | None = None
     python: str | None = None  # interpreter on the compute nodes (default: the gateway's)
+    walltime_s: float | None = None  # job lifetime: a job is replaced renew_before_s before it ends
+    renew_before_s: float = 300.0  # must cover a replacement's queue wait and model loading
 
 
 @dataclass

@@ -35,6 +35,8 @@ class Job:
     port: int | None = None
     submitted_at: float = field(default_factory=time.time)
     running_since: float | None = None
+    replaced_by: str | None = None  # the job started to take over before this one's walltime ends
+    draining: bool = False  # gets no new requests; cancelled once its in-flight ones are done
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -75,7 +75,7 @@ class Pool:
 
     # --- state -----------------------------------------------------------------------------
     def jobs_of(self, model: str) -> list[Job]:
-        return [j for j in self.registry.jobs.values() if j.model == model]
+        return [j for j in self.registry.jobs.values() if j.model == model and not j.draining]
 
     def model_state(self, model: str) -> dict:
         jobs = self.jobs_of(model)
@@ -90,7 +90,7 @@ class Pool:
 
     def pick(self, model: str) -> Replica | None:
         """The running replica of `model` with the fewest requests in flight."""
-        live = [r for r in self.replicas.values() if r.job.model == model]
+        live = [r for r in self.replicas.values() if r.job.model == model and not r.job.draining]
         return min(live, key=lambda r: r.outstanding) if live else None
 
     def touch(self, model: str) -> None:
@@ -158,6 +158,7 @@ class Pool:
         for job in list(self.registry.jobs.values()):
             await self._poll_job(job)
         for model in self.cfg.models:
+            await self._renew(model)
             await self._scale(model)
         self.registry.save()
 
@@ -197,7 +198,7 @@ class Pool:
     async def _scale(self, model: str) -> None:
         spec = self.cfg.models[model]
         jobs = self.jobs_of(model)
-        live = [r for r in self.replicas.values() if r.job.model == model]
+        live = [r for r in self.replicas.values() if r.job.model == model and not r.job.draining]
         busy = sum(r.outstanding for r in live)
         idle_for = time.monotonic() - self.last_used[model]
         settled = len(live) == len(jobs)  # a job still starting was asked for: its idle clock starts when it runs
@@ -213,3 +214,26 @@ class Pool:
             crowded = live and starting == 0 and all(r.outstanding >= spec.scale_up_outstanding for r in live)
             if len(jobs) < spec.max_replicas and (wanted or crowded):
                 await self._submit(model)
+
+    async def _renew(self, model: str) -> None:
+        """Replace jobs near their walltime: start the successor first, stop routing to the old job once
+        the successor runs, and cancel the old one when its last request is answered."""
+        for job in [j for j in self.registry.jobs.values() if j.model == model]:
+            if job.draining:
+                replica = self.replicas.get(job.id)
+                if replica is None or replica.outstanding == 0:
+                    log.info("job %s of %s drained: cancelling it", job.id, model)
+                    await self.remove(job)
+                continue
+            site = self.cfg.sites[job.site]
+            if job.state != "running" or site.walltime_s is None or job.running_since is None:
+                continue
+            if job.replaced_by is not None and job.replaced_by not in self.registry.jobs:
+                job.replaced_by = None  # the successor died: start another
+            if job.replaced_by is None and time.time() >= job.running_since + site.walltime_s - site.renew_before_s:
+                log.info("job %s of %s nears its walltime: starting its successor", job.id, model)
+                successor = await self._submit(model)
+                job.replaced_by = successor.id if successor else None
+            elif job.replaced_by in self.replicas:
+                job.draining = True
+                self._changed.set()
