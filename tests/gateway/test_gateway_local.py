@@ -161,8 +161,10 @@ def test_two_replicas_serve_16_clients_like_a_direct_server(model_dir, tmp_path)
         kill_local_jobs(config)
 
 
-def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(model_dir, tmp_path):
-    config = write_config(tmp_path, model_dir, min_replicas=1, extra_site="walltime_s = 16\nrenew_before_s = 8")
+def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(long_model_dir, tmp_path):
+    # streams longer than the 5 s a cancelled backend's uvicorn grants in-flight requests: only draining saves them
+    config = write_config(tmp_path, long_model_dir, min_replicas=1, max_tokens_cap=4000,
+                          extra_site="walltime_s = 16\nrenew_before_s = 8")
     gw = Gateway(config)
     try:
         old = gw.wait_state("running", timeout_s=120)["jobs"][0]
@@ -173,13 +175,13 @@ def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(model_di
             client = gw.client(timeout=120)
             while not stop.is_set():
                 try:
-                    chunks = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=0,
+                    chunks = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=3000, temperature=0,
                                                        stream=True, extra_body={"ignore_eos": True})
                     outcomes.append(sum(1 for c in chunks if c.choices))
                 except BaseException as err:  # noqa: BLE001 - reported below
                     outcomes.append(err)
 
-        threads = [threading.Thread(target=load) for _ in range(3)]
+        threads = [threading.Thread(target=load) for _ in range(2)]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 150
@@ -195,8 +197,8 @@ def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(model_di
         for t in threads:
             t.join(timeout=120)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
-        assert not errors and len(outcomes) >= 3, errors[:3]
-        assert all(o == 40 for o in outcomes)
+        assert not errors and len(outcomes) >= 2, errors[:3]
+        assert all(o == 3000 for o in outcomes)
         with pytest.raises(ProcessLookupError):
             for _ in range(100):
                 os.kill(backend_pid(old), 0)
