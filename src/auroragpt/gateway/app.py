@@ -133,7 +133,7 @@ async def _generate(request: Request, kind: str, key_id: str, state: GatewayStat
         state.metrics.completion_tokens.labels(label).inc(completion_tokens)
 
     try:
-        response = await forward(pool, replica, request.url.path, body, account)
+        response = await forward(pool, replica, request.url.path, body, raw, account)
     except APIError as err:
         state.metrics.requests.labels(label, name, str(err.status)).inc()
         raise

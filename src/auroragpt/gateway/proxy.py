@@ -31,14 +31,16 @@ def _usage_of(payload: dict) -> tuple[int, int]:
     return int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
 
 
-async def forward(pool: Pool, replica: Replica, path: str, body: dict, account: Account) -> Response:
-    """Send `body` to the replica and answer with what it answers."""
+async def forward(pool: Pool, replica: Replica, path: str, body: dict, raw: bytes, account: Account) -> Response:
+    """Send the request (`raw`, as the caller sent it, unless a usage chunk must be asked for) to the
+    replica and answer with what it answers."""
     stream = bool(body.get("stream"))
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if stream and not wants_usage:
-        body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
-    request = pool.http.build_request("POST", replica.base + path, json=body,
-                                      headers={"Authorization": f"Bearer {replica.key}"})
+        raw = json.dumps({**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}).encode()
+    request = pool.http.build_request("POST", replica.base + path, content=raw,
+                                      headers={"Authorization": f"Bearer {replica.key}",
+                                               "Content-Type": "application/json"})
     replica.outstanding += 1
     try:
         upstream = await pool.http.send(request, stream=stream)
