@@ -32,7 +32,7 @@ from auroragpt.serve.routes import files, generation, health, models
 from auroragpt.serve.state import ServerSettings, ServerState
 from auroragpt.serve.streaming import batch_runner
 
-__all__ = ["ServerSettings", "create_app"]
+__all__ = ["ServerSettings", "add_error_handlers", "create_app"]
 
 log = get_logger(__name__)
 
@@ -100,11 +100,16 @@ def create_app(engine: Engine, tokenizer, settings: ServerSettings, keys: KeyChe
     app.state.server, app.state.engine, app.state.store = state, engine, state.store
     for router in (health.router, models.router, generation.router, files.router):
         app.include_router(router)
+    add_error_handlers(app)
+    app.add_middleware(CapAndCount, settings=settings, metrics=metrics)
+    return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer every error in OpenAI's {"error": {...}} shape (shared with the gateway)."""
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _server_error)
-    app.add_middleware(CapAndCount, settings=settings, metrics=metrics)
-    return app
 
 
 async def _api_error(_request: Request, err: APIError) -> JSONResponse:
