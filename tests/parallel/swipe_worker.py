@@ -1,0 +1,117 @@
+"""One rank of a SWiPe equivalence run: window/sequence-parallel vs the 1-rank weather model, fp32.
+
+Started N times by test_swipe.py with RANK / WORLD_SIZE / SWIPE_INIT (a file:// rendezvous).
+argv: comma-separated layouts "wp_h x wp_w x sp" (e.g. "1x2x1,2x1x1"), output JSON path. Every
+rank also computes the 1-rank reference itself (same seeds), compares its part of the output and
+of the input gradient, and the summed parameter gradients; rank 0 writes the worst differences.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+from auroragpt.parallel.window import reduce_gradients, shard_field, window_group, window_parallelize
+from auroragpt.parallel.window_layout import WindowLayout
+from auroragpt.weather import windows as win
+from auroragpt.weather.model import SwinBlock, SwinDenoiser, WeatherModelConfig
+
+CFG = WeatherModelConfig(dim=32, n_layers=4, n_heads=4, ffn_dim=64, window_h=8, window_w=8, grid_h=32, grid_w=64,
+                         n_vars=2, n_cond=3, time_freqs=8)
+BATCH = 2
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    """Non-zero weights everywhere (adaLN-zero would hide the attention's gradients)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+
+
+class _BlockNet(torch.nn.Module):
+    """One Swin block on a [B, C, H, W] field, so block and model share the comparison code."""
+
+    def __init__(self, shifted: bool) -> None:
+        super().__init__()
+        self.cfg = CFG
+        self.layers = torch.nn.ModuleDict({"0": SwinBlock(CFG, shifted=shifted)})
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        c = torch.sin(t[:, None] * torch.arange(1, CFG.dim + 1))  # per sample, like the time embedding
+        rope = win.rope_tables(CFG.window_h, CFG.window_w, CFG.head_dim, CFG.rope_theta)
+        row = win.pole_mask(x.shape[1], CFG.window_h, CFG.window_h // 2)
+        mask = win.expand_row_mask(row, CFG.window_w)
+        return self.layers["0"](x, c, rope, mask).permute(0, 3, 1, 2)
+
+
+def _inputs(width: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(BATCH, width, CFG.grid_h, CFG.grid_w, generator=gen)
+    t = torch.rand(BATCH, generator=gen) + 0.1
+    cond = torch.randn(BATCH, CFG.n_cond, CFG.grid_h, CFG.grid_w, generator=gen)
+    return x, t, cond
+
+
+def _run(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, weight: torch.Tensor):
+    x = x.clone().requires_grad_(True)
+    out = model(x, t, cond)
+    (out * weight).sum().backward()
+    return out.detach(), x.grad
+
+
+def compare(name: str, reference: torch.nn.Module, layout: WindowLayout, group) -> dict:
+    width = CFG.n_vars if name == "model" else CFG.dim
+    x, t, cond = _inputs(width)
+    ref_out, ref_xgrad = _run(reference, x, t, cond, torch.ones(1))
+    weight = torch.randn(ref_out.shape, generator=torch.Generator().manual_seed(2))
+    reference.zero_grad()
+    ref_out, ref_xgrad = _run(reference, x, t, cond, weight)
+    model = window_parallelize(copy.deepcopy(reference), group)
+    model.zero_grad()
+    group.ledger.reset()
+    out, xgrad = _run(model, shard_field(x, group), t, shard_field(cond, group), shard_field(weight, group))
+    ledger = group.ledger.snapshot()
+    reduce_gradients(model, group)
+    errs = torch.tensor([
+        (out - shard_field(ref_out, group)).abs().max().item(),
+        (xgrad - shard_field(ref_xgrad, group)).abs().max().item(),
+        max((p.grad - r.grad).abs().max().item() for p, r in zip(model.parameters(), reference.parameters())),
+    ])
+    dist.all_reduce(errs, op=dist.ReduceOp.MAX)
+    # relative to the largest value compared (parameter gradients sum over the whole field)
+    scales = [ref_out.abs().max().item(), ref_xgrad.abs().max().item(),
+              max(r.grad.abs().max().item() for r in reference.parameters())]
+    return {"out": errs[0].item(), "xgrad": errs[1].item(), "pgrad": errs[2].item(),
+            "scale": {k: max(v, 1.0) for k, v in zip(("out", "xgrad", "pgrad"), scales)}, "ledger": ledger}
+
+
+def main() -> None:
+    layouts, out_path = sys.argv[1].split(","), sys.argv[2]
+    dist.init_process_group("gloo", init_method=os.environ["SWIPE_INIT"], rank=int(os.environ["RANK"]),
+                            world_size=int(os.environ["WORLD_SIZE"]))
+    torch.manual_seed(0)
+    results = {}
+    for spec in layouts:
+        wp_h, wp_w, sp = (int(v) for v in spec.split("x"))
+        layout = WindowLayout.for_model(CFG, wp_h=wp_h, wp_w=wp_w, sp=sp)
+        group = window_group(layout)
+        nets = {"block_unshifted": _BlockNet(False), "block_shifted": _BlockNet(True), "model": SwinDenoiser(CFG)}
+        for i, (name, net) in enumerate(nets.items()):
+            _randomize(net, seed=10 + i)
+            results[f"{spec}/{name}"] = compare(name, net, layout, group)
+    if dist.get_rank() == 0:
+        with open(out_path, "w") as f:
+            json.dump(results, f, indent=1)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
