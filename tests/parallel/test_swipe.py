@@ -79,10 +79,14 @@ def test_swipe_shift_is_one_message_round_per_neighbour(results: dict, layout: s
     unshifted = results[f"{layout}/block_unshifted"]["ledger"]
     assert not any(k.startswith("wp.") for k in unshifted)
     shifted = results[f"{layout}/block_shifted"]["ledger"]
-    neighbours = len({(a % wp_h, b % wp_w) for a in (0, 1) for b in (0, 1)} - {(0, 0)})
-    for kind in ("wp.shift", "wp.unshift", "wp.shift.grad", "wp.unshift.grad"):
-        assert shifted[kind]["calls"] == 1
-        assert shifted[kind]["messages"] == neighbours
+    def neighbours(rows: int, cols: int) -> int:
+        return len({(a % rows, b % cols) for a in (0, 1) for b in (0, 1)} - {(0, 0)})
+
+    # the shift moves the sp ranks' column strips, the unshift whole tiles
+    for kind, count in (("wp.shift", neighbours(wp_h, wp_w * sp)), ("wp.unshift", neighbours(wp_h, wp_w))):
+        for suffix in ("", ".grad"):
+            assert shifted[kind + suffix]["calls"] == 1
+            assert shifted[kind + suffix]["messages"] == count
     if sp > 1:
         assert shifted["sp.all_to_all"]["calls"] == 2 and shifted["sp.all_to_all.grad"]["calls"] == 2
     else:
@@ -96,6 +100,7 @@ def test_single_tile_roll_is_torch_roll() -> None:
     x = torch.randn(2, 16, 24, 3)
     assert torch.equal(halo_roll(x, 2, 3, +1, group), win.shift(x, 2, 3))
     assert torch.equal(halo_roll(x, 2, 3, -1, group), win.unshift(x, 2, 3))
+    assert torch.equal(halo_roll(x, 2, 3, +1, group, fine=True), win.shift(x, 2, 3))
     assert group.ledger.total_messages() == 0
 
 
@@ -105,6 +110,7 @@ def test_single_tile_roll_is_torch_roll() -> None:
     ({"sp": 3}, ["sp = 3", "4 attention heads"]),
     ({"wp_w": 8, "sp": 16}, ["sp = 16", "8 longitude points"]),
     ({"sp": 0}, ["positive integer"]),
+    ({"wp_w": 8, "sp": 4}, ["sp = 4 leaves 2 longitude points", "half-window shift (4)"]),
 ])
 def test_impossible_layouts_are_refused_with_the_numbers(fields: dict, words: list[str]) -> None:
     base = dict(grid_h=32, grid_w=64, window_h=8, window_w=8, n_heads=16 if fields.get("sp") == 16 else 4)

@@ -5,7 +5,8 @@ run the unmodified model on its own part of the field. Only the attention of eac
 (`window_parallelize`) for one that (1) turns its local points into the whole tile of windows for a
 subset of heads (`heads_all_to_all`, when sp > 1), (2) shifts the tile by half a window on shifted
 blocks by exchanging border quadrants with the neighbouring tiles (`halo_roll`, periodic in both
-directions like the single-device roll), (3) attends inside the tile's windows with the pole mask of
+directions like the single-device roll; done on the block's D-channel input before the pointwise qkv
+projection, over the sp ranks' column strips, and on the D/sp-channel output after attention), (3) attends inside the tile's windows with the pole mask of
 their global latitude, and (4) undoes (2) and (1). Parameters keep their names and are replicated,
 so after backward their gradients are summed over the layout (`reduce_gradients`).
 """
@@ -45,11 +46,12 @@ class WindowParallelAttention(nn.Module):
         sp = g.layout.sp
         b, h, w, d = x.shape
         heads = c.n_heads // sp
+        sh, sw = (c.window_h // 2, c.window_w // 2) if shifted else (0, 0)
+        # qkv is pointwise, so shifting its D-channel input moves 3x fewer bytes than shifting qkv
+        x = halo_roll(x, sh, sw, +1, g, fine=True)
         qkv = self.qkv(x).view(b, h, w, 3, sp, heads, c.head_dim)
         qkv = heads_all_to_all(qkv.permute(4, 0, 1, 2, 3, 5, 6), g, "sp.all_to_all")  # [sp(cols), B, h, w, 3, hh, hd]
         qkv = qkv.permute(1, 2, 0, 3, 4, 5, 6).reshape(b, h, sp * w, 3 * heads * c.head_dim)
-        sh, sw = (c.window_h // 2, c.window_w // 2) if shifted else (0, 0)
-        qkv = halo_roll(qkv, sh, sw, +1, g)
         parts = win.window_partition(qkv, c.window_h, c.window_w)
         nh, nw, n = parts.shape[1], parts.shape[2], parts.shape[3]
         parts = parts.view(b, nh, nw, n, 3, heads, c.head_dim).permute(4, 0, 1, 2, 5, 3, 6)

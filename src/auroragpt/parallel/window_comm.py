@@ -33,12 +33,28 @@ class WindowGroup:
     def coords(self) -> tuple[int, int, int]:
         return self.layout.coords(self.rank)
 
+    def tiles(self, fine: bool) -> tuple[int, int, int, int]:
+        """(grid rows, grid columns, my row, my column) of the tiles a roll moves data between:
+        the WP tiles, or (fine) the column strips the sp ranks hold outside attention."""
+        pi, pj, s = self.coords
+        if fine:
+            return self.layout.wp_h, self.layout.wp_w * self.layout.sp, pi, pj * self.layout.sp + s
+        return self.layout.wp_h, self.layout.wp_w, pi, pj
+
+    def rank_at(self, i: int, j: int, fine: bool) -> int:
+        """Global rank of tile (i, j) of `tiles(fine)`; indices wrap (the roll is periodic)."""
+        sp = self.layout.sp
+        if fine:
+            j %= self.layout.wp_w * sp
+            return self.layout.rank_of(i, j // sp, j % sp)
+        return self.layout.rank_of(i, j, self.coords[2])
+
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _roll_tile(x: torch.Tensor, dh: int, dw: int, sign: int, g: WindowGroup, kind: str) -> torch.Tensor:
+def _roll_tile(x: torch.Tensor, dh: int, dw: int, sign: int, g: WindowGroup, fine: bool, kind: str) -> torch.Tensor:
     """out[r, c] = x[r + sign*dh, c + sign*dw] over the global periodic grid, for x: [B, Ht, Wt, C]."""
     ht, wt = x.shape[1], x.shape[2]
     # rows/columns a tile keeps, and the strip it gives away (to the north/west when sign > 0)
@@ -47,10 +63,10 @@ def _roll_tile(x: torch.Tensor, dh: int, dw: int, sign: int, g: WindowGroup, kin
     rows = {0: keep_r, 1: give_r}
     cols = {0: keep_c, 1: give_c}
     kinds = [(a, b) for a in (0, 1) for b in (0, 1) if (not a or dh) and (not b or dw)]
-    pi, pj, s = g.coords
+    _, _, pi, pj = g.tiles(fine)
     d = -sign  # grid offset of the tile a given piece goes to
-    dest = {k: g.layout.rank_of(pi + d * k[0], pj + d * k[1], s) for k in kinds}
-    src = {k: g.layout.rank_of(pi - d * k[0], pj - d * k[1], s) for k in kinds}
+    dest = {k: g.rank_at(pi + d * k[0], pj + d * k[1], fine) for k in kinds}
+    src = {k: g.rank_at(pi - d * k[0], pj - d * k[1], fine) for k in kinds}
     piece = {k: x[:, rows[k[0]], cols[k[1]]] for k in kinds}
     got: dict[tuple[int, int], torch.Tensor] = {}
     sends: dict[int, list[tuple[int, int]]] = {}
@@ -88,22 +104,23 @@ def _roll_tile(x: torch.Tensor, dh: int, dw: int, sign: int, g: WindowGroup, kin
 
 class _HaloRoll(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, dh: int, dw: int, sign: int, g: WindowGroup) -> torch.Tensor:
-        ctx.args = (dh, dw, sign, g)
-        return _roll_tile(x.contiguous(), dh, dw, sign, g, "wp.shift" if sign > 0 else "wp.unshift")
+    def forward(ctx, x: torch.Tensor, dh: int, dw: int, sign: int, g: WindowGroup, fine: bool) -> torch.Tensor:
+        ctx.args = (dh, dw, sign, g, fine)
+        return _roll_tile(x.contiguous(), dh, dw, sign, g, fine, "wp.shift" if sign > 0 else "wp.unshift")
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        dh, dw, sign, g = ctx.args
+        dh, dw, sign, g, fine = ctx.args
         kind = "wp.shift.grad" if sign > 0 else "wp.unshift.grad"
-        return _roll_tile(grad.contiguous(), dh, dw, -sign, g, kind), None, None, None, None
+        return _roll_tile(grad.contiguous(), dh, dw, -sign, g, fine, kind), None, None, None, None, None
 
 
-def halo_roll(x: torch.Tensor, dh: int, dw: int, sign: int, g: WindowGroup) -> torch.Tensor:
-    """The window-parallel `shift` (sign=+1) or `unshift` (sign=-1) of a [B, Ht, Wt, C] tile."""
+def halo_roll(x: torch.Tensor, dh: int, dw: int, sign: int, g: WindowGroup, fine: bool = False) -> torch.Tensor:
+    """The window-parallel `shift` (sign=+1) or `unshift` (sign=-1) of a [B, Ht, Wt, C] tile, or
+    (fine) of this rank's [B, Ht, Wt/sp, C] column strip (needs dw <= Wt/sp)."""
     if dh == 0 and dw == 0:
         return x
-    return _HaloRoll.apply(x, dh, dw, sign, g)
+    return _HaloRoll.apply(x, dh, dw, sign, g, fine)
 
 
 def _all_to_all(x: torch.Tensor, g: WindowGroup, kind: str) -> torch.Tensor:

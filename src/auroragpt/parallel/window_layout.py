@@ -51,6 +51,12 @@ class WindowLayout:
                 f"(grid_w {self.grid_w} / wp_w {self.wp_w})",
                 hint=f"choose sp among the divisors of {self.tile_w}")
 
+        if self.sp > 1 and self.local_w < self.window_w // 2:
+            raise ConfigError(
+                f"[parallel] sp = {self.sp} leaves {self.local_w} longitude points per rank, fewer than the "
+                f"half-window shift ({self.window_w // 2}) the shifted blocks exchange",
+                hint="lower sp or wp_w")
+
     @classmethod
     def for_model(cls, cfg: object, wp_h: int = 1, wp_w: int = 1, sp: int = 1) -> "WindowLayout":
         """The layout of a `WeatherModelConfig` (duck-typed: parallel/ does not import weather/)."""
