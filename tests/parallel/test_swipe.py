@@ -124,3 +124,19 @@ def test_world_size_must_match_the_layout() -> None:
     layout = WindowLayout(grid_h=32, grid_w=64, window_h=8, window_w=8, n_heads=4, wp_w=2, sp=2)
     with pytest.raises(ConfigError, match="2 x 2 ranks|= 4 ranks, but the job has 2"):
         layout.check_world(2)
+
+
+@pytest.mark.parametrize("layout", [lay for layouts in GROUPS.values() for lay in layouts])
+def test_measured_traffic_equals_the_closed_form(results: dict, layout: str) -> None:
+    """What the ledger counted in a training step of the 4-block model is what the layout predicts."""
+    from auroragpt.parallel.window_cost import swipe_step_comm
+
+    sys.path.insert(0, str(WORKER.parent))
+    import swipe_worker
+
+    wp_h, wp_w, sp = (int(v) for v in layout.split("x"))
+    cfg = swipe_worker.CFG
+    predicted = swipe_step_comm(WindowLayout.for_model(cfg, wp_h=wp_h, wp_w=wp_w, sp=sp), cfg, swipe_worker.BATCH)
+    ledger = results[f"{layout}/model"]["ledger"]
+    measured = {k: (v["bytes"], v["messages"]) for k, v in ledger.items() if v["bytes"] or v["messages"]}
+    assert measured == predicted
