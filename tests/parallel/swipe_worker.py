@@ -9,6 +9,7 @@ of the input gradient, and the summed parameter gradients; rank 0 writes the wor
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -16,7 +17,10 @@ import sys
 import torch
 import torch.distributed as dist
 
+from auroragpt.parallel.comm_ledger import CommLedger
 from auroragpt.parallel.window import reduce_gradients, shard_field, window_group, window_parallelize
+from auroragpt.parallel.window_comm import WindowGroup, halo_roll
+from auroragpt.parallel.window_pipeline import recv_grad_back, recv_shifted, send_grad_back, send_shifted
 from auroragpt.parallel.window_layout import WindowLayout
 from auroragpt.weather import windows as win
 from auroragpt.weather.model import SwinBlock, SwinDenoiser, WeatherModelConfig
@@ -92,6 +96,52 @@ def compare(name: str, reference: torch.nn.Module, layout: WindowLayout, group) 
             "scale": {k: max(v, 1.0) for k, v in zip(("out", "xgrad", "pgrad"), scales)}, "ledger": ledger}
 
 
+def compare_pp(reference: SwinDenoiser, layout: WindowLayout, fused: bool) -> dict:
+    """2 pipeline stages (block 0 | blocks 1-3, block 1 shifted) x the layout; fused or plain send."""
+    stage, local = divmod(dist.get_rank(), layout.world_size)
+    g = WindowGroup(layout=layout, rank=local, ledger=CommLedger(), base=stage * layout.world_size)
+    peer = dataclasses.replace(g, base=(1 - stage) * layout.world_size)
+    x, t, cond = _inputs(CFG.n_vars)
+    weight = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    reference.zero_grad()
+    ref_out, ref_xgrad = _run(reference, x, t, cond, weight)
+    model = window_parallelize(copy.deepcopy(reference), g)
+    model.zero_grad()
+    names, split = list(model.layers), 1
+    dh, dw = (CFG.window_h // 2, CFG.window_w // 2) if fused else (0, 0)
+    errs = torch.zeros(3)
+    if stage == 0:
+        xl = shard_field(x, g).requires_grad_(True)
+        h0, ctx = model.embed_inputs(xl, t, shard_field(cond, g))
+        y = model.run_blocks(h0, ctx, names[:split])
+        send_shifted(y.detach(), dh, dw, g, peer)
+        y.backward(recv_grad_back(y.shape, y, dh, dw, g, peer))
+        errs[1] = (xl.grad - shard_field(ref_xgrad, g)).abs().max()
+    else:
+        shape = torch.Size((BATCH, layout.tile_h, layout.tile_w, CFG.dim))
+        xs = recv_shifted(shape, torch.empty(0), dh, dw, g, peer).requires_grad_(True)
+        ctx = model.block_context(t, layout.tile_h, xs.device, xs.dtype)
+        first = model.layers[names[split]]
+        first.attention.preshifted = fused
+        h1 = first(xs, *ctx)
+        h1 = halo_roll(h1, dh, dw, -1, g) if fused else h1  # back to the unshifted residual stream
+        out = model.head(model.run_blocks(h1, ctx, names[split + 1:]), ctx)
+        (out * shard_field(weight, g)).sum().backward()
+        send_grad_back(xs.grad, dh, dw, g, peer)
+        errs[0] = (out.detach() - shard_field(ref_out, g)).abs().max()
+    grads = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in model.parameters()])
+    dist.all_reduce(grads)
+    ref_grads = torch.cat([p.grad.reshape(-1) for p in reference.parameters()])
+    errs[2] = (grads - ref_grads).abs().max()
+    dist.all_reduce(errs, op=dist.ReduceOp.MAX)
+    counts = torch.tensor([g.ledger.total_messages(), sum(g.ledger.calls.values()), g.ledger.total_bytes()])
+    dist.all_reduce(counts)
+    scales = [ref_out.abs().max().item(), ref_xgrad.abs().max().item(), ref_grads.abs().max().item()]
+    return {"out": errs[0].item(), "xgrad": errs[1].item(), "pgrad": errs[2].item(),
+            "scale": {k: max(v, 1.0) for k, v in zip(("out", "xgrad", "pgrad"), scales)},
+            "messages": int(counts[0]), "rounds": int(counts[1]), "bytes": int(counts[2])}
+
+
 def main() -> None:
     layouts, out_path = sys.argv[1].split(","), sys.argv[2]
     dist.init_process_group("gloo", init_method=os.environ["SWIPE_INIT"], rank=int(os.environ["RANK"]),
@@ -99,6 +149,14 @@ def main() -> None:
     torch.manual_seed(0)
     results = {}
     for spec in layouts:
+        if spec.startswith("pp2:"):  # "pp2:1x2x1": two pipeline stages of that layout, fused and plain
+            wp_h, wp_w, sp = (int(v) for v in spec[4:].split("x"))
+            layout = WindowLayout.for_model(CFG, wp_h=wp_h, wp_w=wp_w, sp=sp)
+            net = SwinDenoiser(CFG)
+            _randomize(net, seed=13)
+            for fused in (True, False):
+                results[f"{spec}/{'fused' if fused else 'plain'}"] = compare_pp(net, layout, fused)
+            continue
         wp_h, wp_w, sp = (int(v) for v in spec.split("x"))
         layout = WindowLayout.for_model(CFG, wp_h=wp_h, wp_w=wp_w, sp=sp)
         group = window_group(layout)

@@ -24,7 +24,9 @@ from auroragpt.weather import windows as win
 
 WORKER = Path(__file__).resolve().parent / "swipe_worker.py"
 # world size -> layouts "wp_h x wp_w x sp"
-GROUPS = {2: ["1x2x1", "2x1x1", "1x1x2"], 4: ["2x2x1", "1x4x1", "4x1x1", "1x2x2", "2x1x2"]}
+GROUPS = {2: ["1x2x1", "2x1x1", "1x1x2"], 4: ["2x2x1", "1x4x1", "4x1x1", "1x2x2", "2x1x2", "pp2:1x2x1", "pp2:2x1x1"]}
+PLAIN = [lay for layouts in GROUPS.values() for lay in layouts if not lay.startswith("pp")]
+PIPELINE = [lay for layouts in GROUPS.values() for lay in layouts if lay.startswith("pp")]
 TOL = 1e-5
 PIECES = ("block_unshifted", "block_shifted", "model")
 
@@ -63,7 +65,7 @@ def results(tmp_path_factory) -> dict:
     return merged
 
 
-@pytest.mark.parametrize("layout", [lay for layouts in GROUPS.values() for lay in layouts])
+@pytest.mark.parametrize("layout", PLAIN)
 @pytest.mark.parametrize("piece", PIECES)
 def test_swipe_matches_one_rank(results: dict, layout: str, piece: str) -> None:
     r = results[f"{layout}/{piece}"]
@@ -71,7 +73,7 @@ def test_swipe_matches_one_rank(results: dict, layout: str, piece: str) -> None:
         assert r[key] <= TOL * r["scale"][key], f"{layout} {piece}: {key} differs by {r[key]:.3g} (scale {r['scale'][key]:.3g})"
 
 
-@pytest.mark.parametrize("layout", [lay for layouts in GROUPS.values() for lay in layouts])
+@pytest.mark.parametrize("layout", PLAIN)
 def test_swipe_shift_is_one_message_round_per_neighbour(results: dict, layout: str) -> None:
     """A shifted block exchanges quadrants once forward (shift + unshift) and once backward; an
     unshifted one only talks inside the sp group; one message per distinct neighbour per call."""
@@ -126,7 +128,7 @@ def test_world_size_must_match_the_layout() -> None:
         layout.check_world(2)
 
 
-@pytest.mark.parametrize("layout", [lay for layouts in GROUPS.values() for lay in layouts])
+@pytest.mark.parametrize("layout", PLAIN)
 def test_measured_traffic_equals_the_closed_form(results: dict, layout: str) -> None:
     """What the ledger counted in a training step of the 4-block model is what the layout predicts."""
     from auroragpt.parallel.window_cost import swipe_step_comm
@@ -140,3 +142,22 @@ def test_measured_traffic_equals_the_closed_form(results: dict, layout: str) -> 
     ledger = results[f"{layout}/model"]["ledger"]
     measured = {k: (v["bytes"], v["messages"]) for k, v in ledger.items() if v["bytes"] or v["messages"]}
     assert measured == predicted
+
+
+@pytest.mark.parametrize("layout", PIPELINE)
+@pytest.mark.parametrize("mode", ["fused", "plain"])
+def test_pipeline_x_window_matches_one_rank(results: dict, layout: str, mode: str) -> None:
+    """2 stages x WP=2: stage 1 starts with a shifted block, sent pre-shifted (fused) or not."""
+    r = results[f"{layout}/{mode}"]
+    for key in ("out", "xgrad", "pgrad"):
+        assert r[key] <= TOL * r["scale"][key], f"{layout} {mode}: {key} differs by {r[key]:.3g}"
+
+
+@pytest.mark.parametrize("layout", PIPELINE)
+def test_fused_shift_costs_no_extra_message_or_round(results: dict, layout: str) -> None:
+    """Folding the shift into the stage send: no more messages than plain PP + WP, one round fewer
+    per rank and direction (the shifted block's own quadrant exchange is gone), fewer bytes."""
+    fused, plain = results[f"{layout}/fused"], results[f"{layout}/plain"]
+    assert fused["messages"] <= plain["messages"]
+    assert fused["rounds"] == plain["rounds"] - 4  # 2 ranks of stage 1 x (shift forward + its gradient)
+    assert fused["bytes"] < plain["bytes"]

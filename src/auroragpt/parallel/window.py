@@ -32,6 +32,7 @@ class WindowParallelAttention(nn.Module):
         self.qkv = inner.qkv
         self.proj = inner.proj
         self.group = group
+        self.preshifted = False  # set by a pipeline stage that receives its input already shifted
         layout = group.layout
         pi = group.coords[0]
         row_mask = win.pole_mask(layout.grid_h, self.cfg.window_h, self.cfg.window_h // 2)
@@ -46,7 +47,7 @@ class WindowParallelAttention(nn.Module):
         sp = g.layout.sp
         b, h, w, d = x.shape
         heads = c.n_heads // sp
-        sh, sw = (c.window_h // 2, c.window_w // 2) if shifted else (0, 0)
+        sh, sw = (c.window_h // 2, c.window_w // 2) if shifted and not self.preshifted else (0, 0)
         # qkv is pointwise, so shifting its D-channel input moves 3x fewer bytes than shifting qkv
         x = halo_roll(x, sh, sw, +1, g, fine=True)
         qkv = self.qkv(x).view(b, h, w, 3, sp, heads, c.head_dim)

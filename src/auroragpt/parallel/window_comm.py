@@ -28,6 +28,11 @@ class WindowGroup:
     rank: int
     ledger: CommLedger
     sp_group: object | None = None  # the ProcessGroup of this rank's sp ranks (None when sp == 1)
+    base: int = 0  # global rank of this layout's rank 0 (pipeline stages hold one layout each)
+
+    @property
+    def global_rank(self) -> int:
+        return self.base + self.rank
 
     @property
     def coords(self) -> tuple[int, int, int]:
@@ -46,8 +51,8 @@ class WindowGroup:
         sp = self.layout.sp
         if fine:
             j %= self.layout.wp_w * sp
-            return self.layout.rank_of(i, j // sp, j % sp)
-        return self.layout.rank_of(i, j, self.coords[2])
+            return self.base + self.layout.rank_of(i, j // sp, j % sp)
+        return self.base + self.layout.rank_of(i, j, self.coords[2])
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -72,7 +77,7 @@ def _roll_tile(x: torch.Tensor, dh: int, dw: int, sign: int, g: WindowGroup, fin
     sends: dict[int, list[tuple[int, int]]] = {}
     recvs: dict[int, list[tuple[int, int]]] = {}
     for k in kinds:
-        if dest[k] == g.rank:  # this tile is its own neighbour along that axis
+        if dest[k] == g.global_rank:  # this tile is its own neighbour along that axis
             got[k] = piece[k]
         else:
             sends.setdefault(dest[k], []).append(k)
