@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from auroragpt.parallel.comm_ledger import CommLedger
 from auroragpt.parallel.window import reduce_gradients, shard_field, window_group, window_parallelize
-from auroragpt.parallel.window_comm import WindowGroup, halo_roll
+from auroragpt.parallel.window_comm import halo_roll
 from auroragpt.parallel.window_pipeline import recv_grad_back, recv_shifted, send_grad_back, send_shifted
 from auroragpt.parallel.window_layout import WindowLayout
 from auroragpt.weather import windows as win
@@ -98,8 +98,8 @@ def compare(name: str, reference: torch.nn.Module, layout: WindowLayout, group) 
 
 def compare_pp(reference: SwinDenoiser, layout: WindowLayout, fused: bool) -> dict:
     """2 pipeline stages (block 0 | blocks 1-3, block 1 shifted) x the layout; fused or plain send."""
-    stage, local = divmod(dist.get_rank(), layout.world_size)
-    g = WindowGroup(layout=layout, rank=local, ledger=CommLedger(), base=stage * layout.world_size)
+    g = window_group(layout, CommLedger(), stages=2)
+    stage = g.base // layout.world_size
     peer = dataclasses.replace(g, base=(1 - stage) * layout.world_size)
     x, t, cond = _inputs(CFG.n_vars)
     weight = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
@@ -118,13 +118,13 @@ def compare_pp(reference: SwinDenoiser, layout: WindowLayout, fused: bool) -> di
         y.backward(recv_grad_back(y.shape, y, dh, dw, g, peer))
         errs[1] = (xl.grad - shard_field(ref_xgrad, g)).abs().max()
     else:
-        shape = torch.Size((BATCH, layout.tile_h, layout.tile_w, CFG.dim))
+        shape = torch.Size((BATCH, layout.tile_h, layout.local_w, CFG.dim))
         xs = recv_shifted(shape, torch.empty(0), dh, dw, g, peer).requires_grad_(True)
         ctx = model.block_context(t, layout.tile_h, xs.device, xs.dtype)
         first = model.layers[names[split]]
         first.attention.preshifted = fused
         h1 = first(xs, *ctx)
-        h1 = halo_roll(h1, dh, dw, -1, g) if fused else h1  # back to the unshifted residual stream
+        h1 = halo_roll(h1, dh, dw, -1, g, fine=True) if fused else h1  # back to the unshifted residual stream
         out = model.head(model.run_blocks(h1, ctx, names[split + 1:]), ctx)
         (out * shard_field(weight, g)).sum().backward()
         send_grad_back(xs.grad, dh, dw, g, peer)

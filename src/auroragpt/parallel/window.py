@@ -66,17 +66,20 @@ class WindowParallelAttention(nn.Module):
         return self.proj(out.permute(1, 2, 3, 0, 4).reshape(b, h, w, d))
 
 
-def window_group(layout: WindowLayout, ledger: CommLedger | None = None) -> WindowGroup:
-    """This rank's `WindowGroup`; creates the sp process groups (a collective: every rank calls it)."""
+def window_group(layout: WindowLayout, ledger: CommLedger | None = None, stages: int = 1) -> WindowGroup:
+    """This rank's `WindowGroup`; creates the sp process groups (a collective: every rank calls it).
+    With `stages` pipeline stages, stage k is ranks [k * n, (k + 1) * n) of the n-rank layout."""
     world, rank = dist.get_world_size(), dist.get_rank()
-    layout.check_world(world)
+    size = layout.world_size
+    layout.check_world(world // stages if world % stages == 0 else world)
     sp_group = None
     if layout.sp > 1:
         for first in range(0, world, layout.sp):
             group = dist.new_group(list(range(first, first + layout.sp)))
             if first <= rank < first + layout.sp:
                 sp_group = group
-    return WindowGroup(layout=layout, rank=rank, ledger=ledger or CommLedger(), sp_group=sp_group)
+    base = rank // size * size
+    return WindowGroup(layout=layout, rank=rank - base, ledger=ledger or CommLedger(), sp_group=sp_group, base=base)
 
 
 def window_parallelize(model: nn.Module, group: WindowGroup) -> nn.Module:

@@ -9,6 +9,7 @@ so the shift costs no message round of its own. Every rank of a layout sends to 
 The gradient goes back along the same routes.
 
 Each stage holds one `WindowGroup` (same layout, its own `base` rank); `peer` is the other stage's.
+Tensors are a rank's [B, Ht, Wt/sp, D] column strip; quadrants move between strips (needs dw <= Wt/sp).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def _shifted_slices(k: tuple[int, int], h: int, w: int, dh: int, dw: int) -> tup
 
 def _routes(g: WindowGroup, peer: WindowGroup, kinds, outgoing: bool) -> dict[tuple[int, int], int]:
     """Rank of the other stage each quadrant goes to (outgoing) or comes from."""
-    _, _, pi, pj = g.tiles(False)
+    _, _, pi, pj = g.tiles(fine=True)  # outside attention a rank holds its sp column strip of the tile
     sign = -1 if outgoing else 1
-    return {k: peer.rank_at(pi + sign * k[0], pj + sign * k[1], False) for k in kinds}
+    return {k: peer.rank_at(pi + sign * k[0], pj + sign * k[1], True) for k in kinds}
 
 
 def _p2p(sends: dict[int, list[torch.Tensor]], recvs: dict[int, list[torch.Size]], like: torch.Tensor,
