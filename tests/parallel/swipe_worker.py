@@ -142,6 +142,37 @@ def compare_pp(reference: SwinDenoiser, layout: WindowLayout, fused: bool) -> di
             "messages": int(counts[0]), "rounds": int(counts[1]), "bytes": int(counts[2])}
 
 
+def compare_fsdp(reference: SwinDenoiser, layout: WindowLayout) -> dict:
+    """FSDP2 over 2 data-parallel replicas outside the window layout: each replica one sample."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    dp = dist.get_world_size() // layout.world_size
+    mesh = init_device_mesh("cpu", (dp, layout.world_size), mesh_dim_names=("dp", "wp"))
+    g = window_group(layout, CommLedger(), stages=dp)  # replica k holds ranks [k * n, (k + 1) * n)
+    replica = g.base // layout.world_size
+    x, t, cond = _inputs(CFG.n_vars)
+    weight = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    reference.zero_grad()
+    ref_out, _ = _run(reference, x, t, cond, weight)
+    model = window_parallelize(copy.deepcopy(reference), g)
+    fully_shard(model, mesh=mesh["dp"])
+    mine = slice(replica * BATCH // dp, (replica + 1) * BATCH // dp)
+    out = model(shard_field(x[mine], g), t[mine], shard_field(cond[mine], g))
+    (out * shard_field(weight[mine], g) * dp).sum().backward()  # FSDP2 averages over dp; the loss is a sum
+    out_err = (out.detach() - shard_field(ref_out[mine], g)).abs().max()
+    err, scale = 0.0, 1.0
+    for p, r in zip(model.parameters(), reference.parameters()):
+        local = p.grad.to_local()
+        dist.all_reduce(local, group=mesh["wp"].get_group())  # the window layout's partial sums
+        err = max(err, (p.grad.full_tensor() - r.grad).abs().max().item())
+        scale = max(scale, r.grad.abs().max().item())
+    errs = torch.tensor([out_err.item(), err])
+    dist.all_reduce(errs, op=dist.ReduceOp.MAX)
+    return {"out": errs[0].item(), "xgrad": 0.0, "pgrad": errs[1].item(),
+            "scale": {"out": max(ref_out.abs().max().item(), 1.0), "xgrad": 1.0, "pgrad": scale}}
+
+
 def main() -> None:
     layouts, out_path = sys.argv[1].split(","), sys.argv[2]
     dist.init_process_group("gloo", init_method=os.environ["SWIPE_INIT"], rank=int(os.environ["RANK"]),
@@ -149,6 +180,12 @@ def main() -> None:
     torch.manual_seed(0)
     results = {}
     for spec in layouts:
+        if spec.startswith("fsdp2:"):  # "fsdp2:1x2x1": FSDP2 over 2 replicas of that layout
+            wp_h, wp_w, sp = (int(v) for v in spec[6:].split("x"))
+            net = SwinDenoiser(CFG)
+            _randomize(net, seed=14)
+            results[f"{spec}/model"] = compare_fsdp(net, WindowLayout.for_model(CFG, wp_h=wp_h, wp_w=wp_w, sp=sp))
+            continue
         if spec.startswith("pp2:"):  # "pp2:1x2x1": two pipeline stages of that layout, fused and plain
             wp_h, wp_w, sp = (int(v) for v in spec[4:].split("x"))
             layout = WindowLayout.for_model(CFG, wp_h=wp_h, wp_w=wp_w, sp=sp)

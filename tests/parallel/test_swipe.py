@@ -24,9 +24,9 @@ from auroragpt.weather import windows as win
 
 WORKER = Path(__file__).resolve().parent / "swipe_worker.py"
 # world size -> layouts "wp_h x wp_w x sp"
-GROUPS = {2: ["1x2x1", "2x1x1", "1x1x2"], 4: ["2x2x1", "1x4x1", "4x1x1", "1x2x2", "2x1x2", "pp2:1x2x1", "pp2:2x1x1"],
+GROUPS = {2: ["1x2x1", "2x1x1", "1x1x2"], 4: ["2x2x1", "1x4x1", "4x1x1", "1x2x2", "2x1x2", "pp2:1x2x1", "pp2:2x1x1", "fsdp2:1x2x1"],
           8: ["pp2:1x2x2", "pp2:2x2x1"]}
-PLAIN = [lay for layouts in GROUPS.values() for lay in layouts if not lay.startswith("pp")]
+PLAIN = [lay for layouts in GROUPS.values() for lay in layouts if "x" in lay and ":" not in lay]
 PIPELINE = [lay for layouts in GROUPS.values() for lay in layouts if lay.startswith("pp")]
 TOL = 1e-5
 PIECES = ("block_unshifted", "block_shifted", "model")
@@ -163,3 +163,10 @@ def test_fused_shift_costs_no_extra_message_or_round(results: dict, layout: str)
     wp_h, wp_w, sp = (int(v) for v in layout[4:].split("x"))
     assert fused["rounds"] == plain["rounds"] - 2 * wp_h * wp_w * sp  # stage 1's ranks x (shift + its gradient)
     assert fused["bytes"] < plain["bytes"]
+
+
+def test_fsdp2_outside_window_parallel_matches_one_rank(results: dict) -> None:
+    """FSDP2 over 2 replicas x WP=2 (1x2): each replica one sample; output and gradients as 1 rank."""
+    r = results["fsdp2:1x2x1/model"]
+    for key in ("out", "pgrad"):
+        assert r[key] <= TOL * r["scale"][key], f"fsdp2 x wp: {key} differs by {r[key]:.3g}"
