@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from auroragpt.parallel.window import reduce_gradients, shard_field, window_group, window_parallelize
-from auroragpt.parallel.window_cost import naive_step_bytes, swipe_step_comm
+from auroragpt.parallel.window_cost import naive_step_bytes, swipe_step_comm, tile_estimate
 from auroragpt.parallel.window_layout import WindowLayout
 from auroragpt.weather.model import SwinDenoiser, get_weather_preset
 
@@ -132,7 +132,28 @@ def report(args) -> dict:
             print(f"  per rank per step: {ours} B (naive all-gather {naive} B, {ratio} more); "
                   f"step {got['seconds'] * 1e3:.1f} ms = {got['seconds'] / base:.2f} x one rank's full-field step")
     results["aeris_scale"] = aeris_scale()
+    results["tile_estimates"] = tile_estimates(args)
     return results
+
+
+def tile_estimates(args) -> dict:
+    """Per-tile memory / traffic / step time at 0.25 degrees under stated assumptions (`tile_estimate`)."""
+    print(f"\nper-tile estimate (assumed {args.peak_tflops} TFLOP/s peak, {args.link_gbps} GB/s link per tile, "
+          "bf16 activations, batch 1 per model replica):")
+    rows = {}
+    # 40b: 48 x 4 x 3 = 576 tiles per replica x 210 data-parallel replicas (10-way sharded) = 120,960 tiles
+    for preset, (wp_h, wp_w, sp, pp, dp_shard) in (("weather-40b", (4, 12, 4, 3, 10)),
+                                                  ("weather-13b", (4, 12, 2, 7, 8)),
+                                                  ("weather-1.3b", (4, 12, 1, 1, 8))):
+        cfg = get_weather_preset(preset)
+        layout = WindowLayout.for_model(cfg, wp_h=wp_h, wp_w=wp_w, sp=sp)
+        est = tile_estimate(cfg, layout, pp=pp, dp_shard=dp_shard, peak_tflops=args.peak_tflops,
+                            link_gbps=args.link_gbps)
+        key = f"{preset} wp {wp_h}x{wp_w} sp {sp} pp {pp} dp_shard {dp_shard} ({layout.world_size * pp} tiles/replica)"
+        rows[key] = est
+        print(f"  {key}: weights+optimizer {est['weights_gib']:.1f} GiB, activations {est['activations_gib']:.1f} GiB, "
+              f"SWiPe traffic {est['comm_gib']:.2f} GiB, compute {est['compute_s']:.2f} s + comm {est['comm_s']:.2f} s")
+    return rows
 
 
 def aeris_scale() -> dict:
@@ -158,6 +179,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--peak-tflops", type=float, default=200.0, help="assumed bf16 peak per tile (estimate only)")
+    parser.add_argument("--link-gbps", type=float, default=25.0, help="assumed GB/s per tile (estimate only)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--layout", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

@@ -170,3 +170,19 @@ def test_fsdp2_outside_window_parallel_matches_one_rank(results: dict) -> None:
     r = results["fsdp2:1x2x1/model"]
     for key in ("out", "pgrad"):
         assert r[key] <= TOL * r["scale"][key], f"fsdp2 x wp: {key} differs by {r[key]:.3g}"
+
+
+def test_tile_estimate_is_the_closed_form_split_over_stages() -> None:
+    """The AERIS-scale estimate reuses the tested traffic model and divides weights and work by stages."""
+    from auroragpt.parallel.window_cost import swipe_step_comm, tile_estimate
+    from auroragpt.weather.model import get_weather_preset
+
+    cfg = get_weather_preset("weather-40b")
+    layout = WindowLayout.for_model(cfg, wp_h=4, wp_w=12, sp=4)
+    one = tile_estimate(cfg, layout, pp=1, dp_shard=1, peak_tflops=100.0, link_gbps=10.0)
+    three = tile_estimate(cfg, layout, pp=3, dp_shard=10, peak_tflops=100.0, link_gbps=10.0)
+    assert one["weights_gib"] == pytest.approx(18 * cfg.num_params() / 2**30)
+    assert three["weights_gib"] == pytest.approx(one["weights_gib"] / 30)
+    assert one["comm_gib"] * 2**30 == sum(b for b, _ in swipe_step_comm(layout, cfg, 1, elem=2).values())
+    assert three["comm_s"] == pytest.approx(one["comm_s"] / 3)
+    assert three["compute_s"] == pytest.approx(one["compute_s"] / 3)

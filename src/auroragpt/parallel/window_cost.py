@@ -52,3 +52,25 @@ def naive_step_bytes(layout: WindowLayout, cfg: object, batch: int, elem: int = 
     n = layout.world_size
     local = batch * layout.tile_h * layout.local_w * cfg.dim * elem
     return (cfg.n_layers // 2) * 2 * (n - 1) * local
+
+
+def tile_estimate(cfg: object, layout: WindowLayout, *, pp: int, dp_shard: int, batch: int = 1,
+                  peak_tflops: float, link_gbps: float, elem: int = 2) -> dict[str, float]:
+    """Memory, traffic and step time of one tile (rank) for a layout too large to run.
+
+    Assumptions, all explicit: weights bf16 + fp32 master + fp32 grads + Adam (18 B/param), sharded
+    over pp x dp_shard; activations kept for backward ~ (8 dim + 3 ffn) values per point per block
+    (no checkpointing, one micro-batch in flight); `elem`-byte activations on the wire; compute at
+    `peak_tflops` (an upper bound on speed); `link_gbps` GB/s per tile for the SWiPe traffic, with
+    no overlap of compute and communication (a lower bound on speed).
+    """
+    points = batch * layout.tile_h * layout.local_w
+    blocks = cfg.n_layers / pp
+    weights_gib = 18 * cfg.num_params() / (pp * dp_shard) / 2**30
+    acts_gib = points * blocks * (8 * cfg.dim + 3 * cfg.ffn_dim) * elem / 2**30
+    comm = swipe_step_comm(layout, cfg, batch, elem)
+    comm_bytes = sum(b for b, _ in comm.values()) / pp
+    compute_s = cfg.flops_per_point() * points / pp / (peak_tflops * 1e12)
+    comm_s = comm_bytes / (link_gbps * 1e9)
+    return {"weights_gib": weights_gib, "activations_gib": acts_gib, "comm_gib": comm_bytes / 2**30,
+            "compute_s": compute_s, "comm_s": comm_s, "step_s_no_overlap": compute_s + comm_s}
