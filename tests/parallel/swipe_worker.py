@@ -18,11 +18,12 @@ import torch
 import torch.distributed as dist
 
 from auroragpt.parallel.comm_ledger import CommLedger
-from auroragpt.parallel.window import reduce_gradients, shard_field, window_group, window_parallelize
+from auroragpt.parallel.window import field_noise, reduce_gradients, shard_field, window_group, window_parallelize
 from auroragpt.parallel.window_comm import halo_roll
 from auroragpt.parallel.window_pipeline import recv_grad_back, recv_shifted, send_grad_back, send_shifted
 from auroragpt.parallel.window_layout import WindowLayout
 from auroragpt.weather import windows as win
+from auroragpt.weather.diffusion import TrigFlowTraining
 from auroragpt.weather.model import SwinBlock, SwinDenoiser, WeatherModelConfig
 
 CFG = WeatherModelConfig(dim=32, n_layers=4, n_heads=4, ffn_dim=64, window_h=8, window_w=8, grid_h=32, grid_w=64,
@@ -173,6 +174,33 @@ def compare_fsdp(reference: SwinDenoiser, layout: WindowLayout) -> dict:
             "scale": {"out": max(ref_out.abs().max().item(), 1.0), "xgrad": 1.0, "pgrad": scale}}
 
 
+def train_losses(layout: WindowLayout | None, group=None, steps: int = 5) -> list[float]:
+    """5 AdamW steps of the TrigFlow objective on a fixed batch; 1 device when layout is None."""
+    gen = torch.Generator().manual_seed(3)
+    batch = torch.randn(BATCH, CFG.n_vars + CFG.n_cond + 1, CFG.grid_h, CFG.grid_w, generator=gen)
+    batch[:, -1] = batch[:, -1].abs()  # the latitude weight
+    model = TrigFlowTraining(CFG)
+    model.init_weights(torch.Generator().manual_seed(0))
+    if layout is not None:
+        window_parallelize(model, group)
+        model.noise_like = field_noise(group)
+        batch = shard_field(batch, group)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    torch.manual_seed(7)  # the noise: the same stream on every rank and on 1 device
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        n = 1 if layout is None else layout.world_size
+        loss = model(batch).mean() / n  # equal parts: the global mean is the sum of part means / n
+        loss.backward()
+        if layout is not None:
+            reduce_gradients(model, group)
+            dist.all_reduce(loss := loss.detach().clone())
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def main() -> None:
     layouts, out_path = sys.argv[1].split(","), sys.argv[2]
     dist.init_process_group("gloo", init_method=os.environ["SWIPE_INIT"], rank=int(os.environ["RANK"]),
@@ -201,6 +229,7 @@ def main() -> None:
         for i, (name, net) in enumerate(nets.items()):
             _randomize(net, seed=10 + i)
             results[f"{spec}/{name}"] = compare(name, net, layout, group)
+        results[f"{spec}/train"] = {"losses": train_losses(layout, group), "reference": train_losses(None)}
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(results, f, indent=1)

@@ -186,3 +186,12 @@ def test_tile_estimate_is_the_closed_form_split_over_stages() -> None:
     assert one["comm_gib"] * 2**30 == sum(b for b, _ in swipe_step_comm(layout, cfg, 1, elem=2).values())
     assert three["comm_s"] == pytest.approx(one["comm_s"] / 3)
     assert three["compute_s"] == pytest.approx(one["compute_s"] / 3)
+
+
+@pytest.mark.parametrize("layout", PLAIN)
+def test_five_training_steps_match_one_device(results: dict, layout: str) -> None:
+    """5 AdamW steps of the TrigFlow objective (noise drawn for the whole field, then split)."""
+    r = results[f"{layout}/train"]
+    assert len(r["losses"]) == 5
+    for got, want in zip(r["losses"], r["reference"]):
+        assert got == pytest.approx(want, rel=1e-5)

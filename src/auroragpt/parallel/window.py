@@ -89,6 +89,19 @@ def window_parallelize(model: nn.Module, group: WindowGroup) -> nn.Module:
     return model
 
 
+def field_noise(group: WindowGroup):
+    """randn_like for a rank's part of the field that draws the whole field from the (shared) global
+    RNG and keeps this rank's part, so the noise is the one device's, whatever the layout."""
+    layout = group.layout
+
+    def noise_like(local: torch.Tensor) -> torch.Tensor:
+        b, ch = local.shape[:2]
+        full = torch.randn(b, ch, layout.grid_h, layout.grid_w, dtype=local.dtype, device=local.device)
+        return shard_field(full, group)
+
+    return noise_like
+
+
 def shard_field(x: torch.Tensor, group: WindowGroup) -> torch.Tensor:
     """This rank's part [B, C, Ht, Wt/sp] of a global [B, C, H, W] field."""
     rows, cols = group.layout.local_slices(group.rank)
