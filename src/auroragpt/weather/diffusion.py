@@ -30,13 +30,16 @@ class TrigFlowTraining(SwinDenoiser):
     def __init__(self, cfg: WeatherModelConfig, p_mean: float = -1.0, p_std: float = 1.4, sigma_data: float = 1.0) -> None:
         super().__init__(cfg)
         self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
+        # draws the noise for a (possibly partial) field: a field-parallel wrapper draws the whole
+        # field and keeps its part, so every layout sees the noise one device would
+        self.noise_like = torch.randn_like
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         v = self.cfg.n_vars
         x0, cond, lat_w = batch[:, :v], batch[:, v:-1], batch[:, -1:]
         tau = self.p_mean + self.p_std * torch.randn(x0.shape[0], device=x0.device)
         t = torch.atan(torch.exp(tau) / self.sigma_data)
-        z = torch.randn_like(x0) * self.sigma_data
+        z = self.noise_like(x0) * self.sigma_data
         ct, st = torch.cos(t)[:, None, None, None], torch.sin(t)[:, None, None, None]
         x_t = ct * x0 + st * z
         target = (ct * z - st * x0) / self.sigma_data

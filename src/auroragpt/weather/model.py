@@ -243,16 +243,31 @@ class SwinDenoiser(nn.Module):
         self.out.weight.zero_()
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x, context = self.embed_inputs(x_t, t, cond)
+        return self.head(self.run_blocks(x, context, list(self.layers)), context)
+
+    # The three parts of `forward`, public so that pipeline stages can run a slice of the blocks.
+    def embed_inputs(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """Tokens [B, H, W, D] and the blocks' shared context (time embedding, rope, mask)."""
+        x = self.embed(torch.cat([x_t, cond], dim=1).permute(0, 2, 3, 1))  # [B, H, W, V + C] -> D
+        return x, self.block_context(t, x.shape[1], x.device, x.dtype)
+
+    def block_context(self, t: torch.Tensor, h: int, device: torch.device, dtype: torch.dtype) -> tuple:
         c = self.cfg
-        x = torch.cat([x_t, cond], dim=1).permute(0, 2, 3, 1)  # [B, H, W, V + C]
-        h, w = x.shape[1], x.shape[2]
-        x = self.embed(x)
-        temb = self.time_out(F.silu(self.time_in(time_features(t, c.time_freqs).to(x.dtype))))
-        rope = win.rope_tables(c.window_h, c.window_w, c.head_dim, c.rope_theta, device=x.device)
-        row_mask = win.pole_mask(h, c.window_h, c.window_h // 2, device=x.device)
+        temb = self.time_out(F.silu(self.time_in(time_features(t, c.time_freqs).to(dtype))))
+        rope = win.rope_tables(c.window_h, c.window_w, c.head_dim, c.rope_theta, device=device)
+        row_mask = win.pole_mask(h, c.window_h, c.window_h // 2, device=device)
         mask = win.expand_row_mask(row_mask, c.window_w) if row_mask is not None else None
-        for block in self.layers.values():
-            x = block(x, temb, rope, mask)
+        return temb, rope, mask
+
+    def run_blocks(self, x: torch.Tensor, context: tuple, names: list[str]) -> torch.Tensor:
+        temb, rope, mask = context
+        for name in names:
+            x = self.layers[name](x, temb, rope, mask)
+        return x
+
+    def head(self, x: torch.Tensor, context: tuple) -> torch.Tensor:
+        temb = context[0]
         shift, scale = self.final_ada(F.silu(temb))[:, None, None, :].chunk(2, dim=-1)
         out = self.out(self.final_norm(x) * (1 + scale) + shift)
         return out.permute(0, 3, 1, 2)
