@@ -22,6 +22,7 @@ from auroragpt.cli import build_parser
 CASES = {
     ("launch",): lambda bad: ["--hostfile", bad, "--", "true"],
     ("doctor",): lambda bad: ["--no-such-option"],  # takes no input but its options
+    ("weather", "simulate"): lambda bad: ["--grid", "8x16", "--days", "0.5", "--spinup-days", "0", "--out", bad],
 }
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")  # a log line is not part of the error
 

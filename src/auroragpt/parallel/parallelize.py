@@ -142,8 +142,10 @@ class ParallelModel:
             no_sync = model.no_sync() if (not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
             with no_sync, self._loss_context():
                 with self._autocast():
-                    # [b, 2, T] inputs are packed rows: token ids and the document id of each token
-                    logits = model(x) if x.dim() == 2 else model(x[:, 0], documents=x[:, 1])
+                    # integer [b, 2, T] inputs are packed rows: token ids and the document id of each
+                    # token; anything else (token rows, a weather model's float fields) goes in whole
+                    packed = x.dim() == 3 and x.shape[1] == 2 and not x.is_floating_point()
+                    logits = model(x[:, 0], documents=x[:, 1]) if packed else model(x)
                     loss = loss_fn(logits, y)
                 (loss / grad_accum).backward()
             total += _local_value(loss)
