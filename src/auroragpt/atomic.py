@@ -124,3 +124,20 @@ def publish_folder(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_creatable(path: str | os.PathLike[str], name: str) -> None:
+    """Refuse, before any work, an output `path` that could not be published: its nearest existing
+    ancestor must be a folder this process can write. `name` is how the user gave it (--out ...)."""
+    from auroragpt.errors import ConfigError
+
+    ancestor = Path(path)
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor != Path(path) and not ancestor.is_dir():
+        raise ConfigError(f"{name} {path} cannot be created: {ancestor} is a file, not a folder",
+                          hint=f"set {name} to a path under a folder")
+    folder = ancestor if ancestor.is_dir() else ancestor.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} {path} cannot be created: {folder} is not writable",
+                          hint=f"set {name} to a folder you can write to")

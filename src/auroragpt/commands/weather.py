@@ -61,6 +61,7 @@ def parse_grid(text: str) -> tuple[int, int]:
 def run_simulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from auroragpt.atomic import check_creatable
     from auroragpt.errors import ConfigError, DataError
     from auroragpt.weather.simulate import simulate, write_dataset
 
@@ -69,6 +70,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         raise ConfigError("--days and --every-hours must be positive and --spinup-days >= 0")
     if Path(args.out).exists() and not args.force:
         raise DataError(f"{args.out} already exists", hint="pass --force to replace it, or choose another --out")
+    check_creatable(args.out, "--out")  # before minutes of simulation, not after
     ds = simulate(h, w, args.days, args.every_hours, args.spinup_days, args.seed, progress=terminal_progress("simulate"))
     out = write_dataset(ds, args.out, force=args.force)
     print(f"wrote {out}: {ds.sizes['time']} times x {h}x{w}, variables {', '.join(ds.data_vars)}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,17 +249,11 @@ def build_model(model_cfg, device: torch.device, seed: int, on_meta: bool = Fals
 
 def check_run_dir(run_dir: Path) -> None:
     """run.dir must be a folder, or creatable: its nearest existing ancestor a writable folder."""
+    from auroragpt.atomic import check_creatable
+
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run.dir {run_dir} is a file, not a folder", hint="set --run.dir to a folder path")
-    ancestor = run_dir
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"run.dir {run_dir} cannot be created: {ancestor} is a file, not a folder",
-                          hint="set --run.dir to a path under a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ConfigError(f"run.dir {run_dir} cannot be created: {ancestor} is not writable",
-                          hint="set --run.dir to a folder you can write to")
+    check_creatable(run_dir, "run.dir")
 
 
 def prepare_run_dir(cfg: Config, run_dir: Path, rank: int) -> None:
