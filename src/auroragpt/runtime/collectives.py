@@ -90,14 +90,33 @@ class CollectiveRecorder(TorchDispatchMode):
         if namespace in ("c10d", "_c10d_functional") and name in OP_NAMES:
             tensors = list(_tensors(args)) + list(_tensors(list(kwargs.values())))
             if tensors:
-                biggest = max(t.numel() * t.element_size() for t in tensors)
-                if OP_NAMES[name] == "all_reduce" and len(tensors) > 1:
-                    biggest = sum(t.numel() * t.element_size() for t in tensors)
+                ranks = _group_ranks(args, kwargs)
                 dtype = str(tensors[0].dtype).replace("torch.", "")
-                self.calls.append(Collective(OP_NAMES[name], _group_ranks(args, kwargs), biggest, dtype))
+                if OP_NAMES[name] == "all_reduce":  # a coalesced all-reduce counts as one per tensor
+                    self.calls += [Collective("all_reduce", ranks, t.numel() * t.element_size(), dtype) for t in tensors]
+                else:
+                    biggest = max(t.numel() * t.element_size() for t in tensors)
+                    self.calls.append(Collective(OP_NAMES[name], ranks, biggest, dtype))
         return func(*args, **kwargs)
 
 
+SCALAR_BYTES = 1024
+
+
 def summarize(calls: Iterable[Collective]) -> Counter:
-    """Calls counted by (op, group size, bytes, dtype): what one step costs, order aside."""
-    return Counter((c.op, c.group_size, c.nbytes, c.dtype) for c in calls)
+    """Calls counted by (op, group size, bytes, dtype): what one step costs, order aside.
+
+    All-reduces of a few scalars (the loss, the gradient norm's partial sums) are totalled per
+    group: how many calls carry them depends on whether the norms were stacked first (foreach
+    kernels on a real device) or not (the meta tensors of a dry run); the bytes do not.
+    """
+    counts: Counter = Counter()
+    scalars: Counter = Counter()
+    for c in calls:
+        if c.op == "all_reduce" and c.nbytes <= SCALAR_BYTES:
+            scalars[(c.group_size, c.dtype)] += c.nbytes
+        else:
+            counts[(c.op, c.group_size, c.nbytes, c.dtype)] += 1
+    for (size, dtype), total in scalars.items():
+        counts[("all_reduce (scalars, total)", size, total, dtype)] += 1
+    return counts

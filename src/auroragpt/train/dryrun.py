@@ -269,26 +269,38 @@ def _fsdp_accepts_meta(runner):
 
 
 def role_ranks(layout) -> list[int]:
-    """One rank per distinct role: first, a middle and last pipeline stage, each at the first and
-    the last shard position (FSDP pads the last shards, so they may hold less)."""
-    shape = (layout.pp, layout.dp_replicate, layout.dp_shard, layout.tp)
-    stages = sorted({0, layout.pp // 2, layout.pp - 1})
-    shards = sorted({0, layout.dp_shard - 1})
-
-    def rank_of(coords: tuple[int, int, int, int]) -> int:
-        rank = 0
-        for size, index in zip(shape, coords):
-            rank = rank * size + index
-        return rank
-
-    return [rank_of((stage, 0, shard, 0)) for stage in stages for shard in shards]
+    """One rank per distinct role: the first and the last pipeline stage, at the first position of
+    every other dimension (FSDP pads the last shards, so the first ones hold the most)."""
+    stride = layout.world_size // layout.pp
+    return sorted({0, (layout.pp - 1) * stride})
 
 
-def dry_run(cfg: Config, world_size: int, ranks: list[int] | None = None) -> dict[str, Any]:
-    """Simulate the roles of an N-rank job; returns the layout, model config and one RankState each."""
+def _simulate_in_child(cfg: Config, rank: int, world_size: int) -> RankState:
     from auroragpt.train.trainer import check_layout, resolve_model_config
 
     model_cfg = resolve_model_config(cfg)
-    layout = check_layout(cfg, model_cfg, world_size)
-    states = [simulate_rank(cfg, model_cfg, layout, rank) for rank in (ranks or role_ranks(layout))]
+    return simulate_rank(cfg, model_cfg, check_layout(cfg, model_cfg, world_size), rank)
+
+
+def dry_run(cfg: Config, world_size: int, ranks: list[int] | None = None, workers: int | None = None) -> dict[str, Any]:
+    """Simulate the roles (or `ranks`) of an N-rank job, each in its own fresh process (torch keeps
+    per-process state about process groups), as many at a time as there are CPUs."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from auroragpt.train.trainer import check_layout, resolve_model_config
+
+    model_cfg = resolve_model_config(cfg)
+    layout = check_layout(cfg, model_cfg, world_size)  # a bad layout fails here, before any child starts
+    ranks = ranks if ranks is not None else role_ranks(layout)
+    bad = [rank for rank in ranks if not 0 <= rank < world_size]
+    if bad:
+        from auroragpt.errors import ConfigError
+
+        raise ConfigError(f"rank(s) {bad} are outside the job's {world_size} ranks", hint=f"choose ranks 0 to {world_size - 1}")
+    workers = workers or max(1, min(len(ranks), os.cpu_count() or 1))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
+        states = list(pool.map(_simulate_in_child, [cfg] * len(ranks), ranks, [world_size] * len(ranks)))
     return {"layout": layout, "model_cfg": model_cfg, "ranks": states}
