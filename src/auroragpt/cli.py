@@ -16,7 +16,7 @@ from auroragpt import __version__
 from auroragpt.errors import AuroraError, ConfigError
 
 # Order shown in --help. A name whose module is not written yet is left out of the CLI.
-COMMANDS = ("launch", "doctor", "data", "train", "eval", "export", "import_", "serve")
+COMMANDS = ("launch", "doctor", "data", "train", "eval", "export", "import_", "serve", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
