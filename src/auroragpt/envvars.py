@@ -14,6 +14,7 @@ ENV_VARS: dict[str, str] = {
     "AURORAGPT_LOG_ALL_RANKS": "1 to log from every rank, not only rank 0",
     "AURORAGPT_DIST_TIMEOUT": "seconds to wait for the process group to form; default 600",
     "AURORAGPT_API_KEYS": "comma-separated API keys accepted by `auroragpt serve`",
+    "AURORAGPT_HEALTH_FAIL": "comma-separated node names whose health check fails on purpose (fault-injection drills)",
 }
 
 
