@@ -64,7 +64,8 @@ SLURM_NODE_ID = "SLURM_NODEID"
 SLURM_NODELISTS = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST")
 SLURM_STEP_ID = "SLURM_STEP_ID"
 # Asked after these rows and before the plain "env" row, when an MPI launcher is evident.
-ROWS_BEFORE_MPI4PY = ("torchrun", "mpich", "openmpi", "slurm")
+# Open MPI before the PMI row: Open MPI 5 also exports PMIX_RANK, but no PMIX_SIZE.
+ROWS_BEFORE_MPI4PY = ("torchrun", "openmpi", "mpich", "slurm")
 
 # Variables whose presence says "an MPI launcher started me" even when no rank variable is set.
 MPI_EVIDENCE = ("PMI_FD", "PMI_PORT", "PMI_HOSTNAME", "PMIX_NAMESPACE", "HYDI_CONTROL_FD", "PALS_APID",
