@@ -138,3 +138,14 @@ def test_sweep_slurm_array_on_a_real_cluster(slurm_cluster, tmp_path: Path) -> N
     logs = "".join(p.read_text() for p in (tmp_path / "out/logs").glob("*.out"))
     assert done.returncode == 0, logs[-3000:]
     assert len(list((tmp_path / "out/trials").glob("*/result.json"))) == 2
+
+
+def test_ensemble_runs_pending_trials_on_node_groups(tmp_path: Path) -> None:
+    write_spec(tmp_path, '[overrides]\n"train.steps" = 3\n"model.n_layers" = 1\n[axes]\n"optim.lr" = [1e-3, 1e-2]\n')
+    assert sweep("spec.toml", cwd=tmp_path).returncode == 0
+    proc = sweep("ensemble", "spec.toml", "--nodes-per-trial", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 trial(s) on 1 group(s) of 1 node(s)" in proc.stdout
+    assert len(list((tmp_path / "out/trials").glob("*/result.json"))) == 2
+    bad = sweep("ensemble", "spec.toml", "--nodes-per-trial", "2", cwd=tmp_path)
+    assert bad.returncode == 2 and "does not fit the allocation's 1 node(s)" in bad.stderr
