@@ -64,9 +64,6 @@ def test_shipped_configs_at_full_size(config: str, world: int, per_node: int, ex
 
 
 def test_a_layout_that_does_not_fit_says_so(tmp_path: Path) -> None:
-    out, _ = _dry_run_cli("--config", str(REPO / "configs/auroragpt-7b.toml"), "--world-size", "12",
-                          "--ranks-per-node", "12", "--parallel.dp_replicate=1", "--data.global_batch=24")
-    assert "verdict on Max 1550: does NOT fit" not in out  # 7B over 12 tiles: 9.3 GB of state fits
     out, _ = _dry_run_cli("--config", str(REPO / "configs/auroragpt-70b.toml"), "--world-size", "12",
                           "--ranks-per-node", "12", "--parallel.dp_replicate=1", "--parallel.pp=1",
                           "--parallel.tp=1", "--data.global_batch=12", "--data.micro_batch=1")
