@@ -16,12 +16,15 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 MARKER = "# written by auroragpt tests/slurm_cluster.py"
+FOREIGN_PREFIXES = ("SLURM_", "PMI_", "PMIX_", "OMPI_", "PALS_", "MPI_LOCAL", "TORCHELASTIC_", "AURORAGPT_", "PBS_")
+FOREIGN_NAMES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")
 CONF = Path("/etc/slurm/slurm.conf")
 STATE = Path("/var/tmp/auroragpt-slurm")
 
@@ -34,11 +37,22 @@ class SlurmCluster:
     started: list[int] = dataclasses.field(default_factory=list)  # pids of daemons we started
 
     def submit(self, script: str, workdir: Path, *options: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
-        """`sbatch --wait` the script from `workdir`; returns sbatch's result (its code is the job's)."""
+        """`sbatch --wait` the script from `workdir`; returns sbatch's result (its code is the job's).
+
+        The job gets this process's environment minus launcher and rendezvous variables (another
+        test's MASTER_ADDR would send the ranks to a host that does not exist); a job still running
+        at the timeout is cancelled, so it cannot hold the node's CPUs for the next test.
+        """
         path = workdir / "job.sh"
         path.write_text(script)
-        argv = ["sbatch", "--wait", "--parsable", f"--chdir={workdir}", *options, str(path)]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+        name = f"agtest-{uuid.uuid4().hex[:8]}"
+        argv = ["sbatch", "--wait", "--parsable", f"--job-name={name}", f"--chdir={workdir}", *options, str(path)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES) and k not in FOREIGN_NAMES}
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=workdir, env=env)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["scancel", f"--name={name}"], capture_output=True)
+            raise
 
 
 def _run(argv: list[str], timeout: float = 10.0) -> subprocess.CompletedProcess | None:
