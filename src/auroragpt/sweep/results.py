@@ -4,7 +4,6 @@ best metric) and a PNG of their curves, best first."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,3 @@ def report(sweep_dir: str | Path, goal: str = "min") -> str:
     write_atomically(sweep_dir / "results.txt", text + "\n")
     plot(sweep_dir, rows)
     return text
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -105,7 +105,7 @@ def _build_and_step(cfg: Config, model_cfg, layout, rank: int) -> RankState:
         with _fsdp_accepts_meta(runner):
             calls = one_step(cfg, runner, optimizers, accum, "meta")
         measured = measure_rank(runner, optimizers)
-    else:  # torch's pipeline schedules need real values (they call .item()); see pipeline_estimate
+    else:  # torch's pipeline schedules need real values (they call .item())
         calls = pipeline_collectives(cfg, model_cfg, layout, mesh, runner, accum)
         measured = pipeline_memory(runner)
     coords = {name: mesh.get_local_rank(name) for name in MESH_DIMS} if mesh is not None else {}
@@ -158,8 +158,6 @@ def pipeline_collectives(cfg: Config, model_cfg, layout, mesh, runner, accum: in
     forward and gradients back per micro batch piece, FSDP gathering each unit once and reducing its
     gradients once per step (pp keeps the weights gathered), tensor-parallel gathers and scatters."""
     import torch.distributed as dist
-
-    from auroragpt.runtime.collectives import Collective
 
     def ranks(dim: str) -> tuple[int, ...]:
         return tuple(dist.get_process_group_ranks(mesh[dim].get_group()))
