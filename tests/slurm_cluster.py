@@ -130,6 +130,8 @@ def _start_daemons(cluster: SlurmCluster) -> str | None:
             munge = subprocess.run(["munged", "--force"], capture_output=True, text=True)
         if munge.returncode != 0:
             return f"munged did not start: {munge.stderr.strip()[-300:]}"
+        found = _run(["pgrep", "-x", "munged"])
+        cluster.started += [int(pid) for pid in (found.stdout.split() if found else [])]
     for daemon in ("slurmctld", "slurmd"):
         started = subprocess.run([daemon], capture_output=True, text=True)
         if started.returncode != 0:
