@@ -15,7 +15,7 @@ from auroragpt import __version__
 from auroragpt.errors import AuroraError, ConfigError
 
 # Order shown in --help.
-COMMANDS = ("launch", "doctor", "data", "train", "eval", "export", "import_", "serve", "gateway", "post", "weather")
+COMMANDS = ("launch", "doctor", "data", "train", "eval", "export", "import_", "serve", "gateway", "post", "weather", "sweep")
 
 
 class _Parser(argparse.ArgumentParser):

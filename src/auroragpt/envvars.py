@@ -16,6 +16,7 @@ ENV_VARS: dict[str, str] = {
     "AURORAGPT_API_KEYS": "comma-separated API keys accepted by `auroragpt serve`",
     "AURORAGPT_LAUNCHER_PID": "set by `auroragpt launch` for its ranks: the pid they die with (on its host)",
     "AURORAGPT_LAUNCHER_HOST": "set by `auroragpt launch` for its ranks: the host AURORAGPT_LAUNCHER_PID runs on",
+    "AURORAGPT_HEALTH_FAIL": "comma-separated node names whose health check fails on purpose (fault-injection drills)",
 }
 
 

@@ -27,6 +27,13 @@ def register(subparsers) -> None:
                    help="CPU-binding profile; auto = aurora (8 cores per GPU tile) for mpiexec under PBS on a "
                    "node with Aurora's cores, none elsewhere")
     p.add_argument("--retries", type=int, default=0, help="restart a failed job up to this many times")
+    p.add_argument("--check-nodes", action="store_true",
+                   help="first run a health check on every node (device, matmul, local all-reduce, free disk) "
+                   "and start on the nodes that pass")
+    p.add_argument("--min-nodes", type=int, default=None,
+                   help="with --check-nodes or --retries on several nodes: the fewest nodes the job may run on "
+                   "(default: all of them)")
+    p.add_argument("--run-dir", default=".", help="with --check-nodes: the folder whose free disk is checked")
     p.add_argument("--dry-run", action="store_true", help="print the exact command and exit")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command each rank runs (after --)")
     p.set_defaults(func=run)
@@ -62,4 +69,15 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan.shell_line())
         return 0
+    if args.check_nodes or (args.retries and len(plan.hosts) > 1):
+        from auroragpt.errors import LaunchError
+        from auroragpt.runtime.resilient import healthy_plan, run_excluding_failed
+
+        min_nodes = len(plan.hosts) if args.min_nodes is None else args.min_nodes
+        if not 1 <= min_nodes <= len(plan.hosts):
+            raise LaunchError(f"--min-nodes {min_nodes} must be between 1 and the job's {len(plan.hosts)} node(s)",
+                              hint="pass a number of nodes the allocation has")
+        if args.check_nodes:
+            plan = healthy_plan(request, plan, min_nodes, args.run_dir)
+        return run_excluding_failed(request, plan, args.retries, min_nodes)
     return run_plan(plan, retries=args.retries)

@@ -27,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", required=True, help="TOML run configuration (see configs/)")
     parser.add_argument("--plots-only", action="store_true", help="only redraw the plots and summary of run.dir")
+    dry = parser.add_argument_group("dry run (no training: one rank per role on a fake process group)")
+    dry.add_argument("--dry-run", action="store_true", help="report memory, collectives, step time and fit, then exit")
+    dry.add_argument("--world-size", type=int, default=None, help="ranks of the job to simulate")
+    dry.add_argument("--ranks-per-node", type=int, default=None, help="ranks per node (default: the device's)")
+    dry.add_argument("--device", default="Max 1550", help="device of the table to predict for (default: Max 1550)")
     add_override_options(parser)
     parser.set_defaults(func=run, overrides=[])
 
@@ -53,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from auroragpt.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from auroragpt.commands.train_dryrun import run_dry_run
+
+        return run_dry_run(cfg, args.world_size, args.ranks_per_node, args.device)
     if args.plots_only:
         from auroragpt.train.plots import write_plots
 

@@ -263,7 +263,8 @@ def _total_grad_norm(groups: dict[object, list[torch.Tensor]], norm_type: float,
     is_inf = math.isinf(norm_type)
     acc = torch.zeros((), dtype=torch.float32, device=device)
     for group in groups.values():
-        norm = torch.nn.utils.get_total_norm(group, norm_type, foreach=True)
+        # (foreach kernels exist for real devices; a dry run's meta tensors take the plain loop)
+        norm = torch.nn.utils.get_total_norm(group, norm_type, foreach=None if group[0].is_meta else True)
         if isinstance(norm, DTensor):
             norm = norm.full_tensor()
         norm = norm.float().to(device)

@@ -64,7 +64,8 @@ SLURM_NODE_ID = "SLURM_NODEID"
 SLURM_NODELISTS = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST")
 SLURM_STEP_ID = "SLURM_STEP_ID"
 # Asked after these rows and before the plain "env" row, when an MPI launcher is evident.
-ROWS_BEFORE_MPI4PY = ("torchrun", "mpich", "openmpi", "slurm")
+# Open MPI before the PMI row: Open MPI 5 also exports PMIX_RANK, but no PMIX_SIZE.
+ROWS_BEFORE_MPI4PY = ("torchrun", "openmpi", "mpich", "slurm")
 
 # Variables whose presence says "an MPI launcher started me" even when no rank variable is set.
 MPI_EVIDENCE = ("PMI_FD", "PMI_PORT", "PMI_HOSTNAME", "PMIX_NAMESPACE", "HYDI_CONTROL_FD", "PALS_APID",
@@ -99,14 +100,20 @@ def _as_int(name: str, value: str) -> int:
     return number
 
 
-def slurm_tasks_on_node(tasks_per_node: str, node_id: int) -> int | None:
-    """Tasks on node `node_id` from SLURM_TASKS_PER_NODE, e.g. "4(x2),3" means 4, 4, 3."""
+def expand_tasks_per_node(tasks_per_node: str) -> list[int] | None:
+    """Slurm's compressed per-node task counts, e.g. "4(x2),3" means [4, 4, 3]; None if unreadable."""
     counts: list[int] = []
     for part in tasks_per_node.split(","):
         match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
         if not match:
             return None
         counts += [int(match.group(1))] * int(match.group(2) or 1)
+    return counts
+
+
+def slurm_tasks_on_node(tasks_per_node: str, node_id: int) -> int | None:
+    """Tasks on node `node_id` from SLURM_TASKS_PER_NODE, e.g. "4(x2),3" means 4, 4, 3."""
+    counts = expand_tasks_per_node(tasks_per_node) or []
     return counts[node_id] if 0 <= node_id < len(counts) else None
 
 

@@ -213,10 +213,14 @@ def _resolve_counts(request: LaunchRequest, allocation: Allocation, default_ppn:
     single_machine = allocation.scheduler == "none" and request.hostfile is None
     ppn = request.ppn
     if ppn is None:
-        ppn = request.nprocs if single_machine and request.nprocs else max(default_ppn, 1)
+        ppn = request.nprocs if single_machine and request.nprocs else (allocation.ranks_per_host or max(default_ppn, 1))
     max_hosts = request.nhosts or available
     slots = max_hosts * ppn
-    nprocs = request.nprocs if request.nprocs is not None else slots
+    nprocs = request.nprocs
+    if nprocs is None:
+        # The allocation's own rank count, when it stated one and nothing narrower was asked for.
+        whole = request.ppn is None and request.nhosts is None and allocation.ranks is not None
+        nprocs = min(allocation.ranks, slots) if whole else slots
     if nprocs > slots:
         raise LaunchError(
             f"-n {nprocs} asks for more ranks than the allocation has slots: {max_hosts} host(s) x {ppn} "

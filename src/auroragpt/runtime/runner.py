@@ -188,3 +188,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def run_once(plan: LaunchPlan, grace_s: float = 15.0, failure_grace_s: float = 5.0) -> JobResult:
+    """One attempt of the job (no restart), with the first failing rank when one reported."""
+    return _run_once(plan, grace_s, failure_grace_s)

@@ -30,6 +30,10 @@ class Allocation:
     hosts: tuple[str, ...]
     source: str  # e.g. "PBS_NODEFILE=/var/spool/pbs/aux/123" or "this machine"
     hostfile: str | None = None  # a file listing exactly `hosts`, when there is one
+    # The layout the job was submitted with, when the scheduler states one (sbatch -n/--ntasks-per-node,
+    # PBS mpiprocs); None leaves ranks per host to the accelerators a node has.
+    ranks_per_host: int | None = None
+    ranks: int | None = None
 
 
 def detect_scheduler(env: Mapping[str, str] | None = None) -> str:
@@ -137,11 +141,36 @@ def detect_allocation(env: Mapping[str, str] | None = None) -> Allocation:
             raise LaunchError("PBS_JOBID is set but PBS_NODEFILE is not, so the allocated hosts are unknown",
                               hint="run inside a PBS job (qsub/qsub -I), or pass --hostfile")
         hosts = read_hostfile(nodefile, "PBS_NODEFILE")
-        return Allocation("pbs", hosts, f"PBS_NODEFILE={nodefile}", nodefile)
+        return Allocation("pbs", hosts, f"PBS_NODEFILE={nodefile}", nodefile, *_pbs_layout(nodefile, hosts))
     if scheduler == "slurm":
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
         if not nodelist:
             raise LaunchError("SLURM_JOB_ID is set but SLURM_JOB_NODELIST is not, so the allocated hosts are unknown",
                               hint="run inside a Slurm allocation (salloc/sbatch), or pass --hostfile")
-        return Allocation("slurm", tuple(dict.fromkeys(expand_nodelist(nodelist))), f"SLURM_JOB_NODELIST={nodelist}")
+        hosts = tuple(dict.fromkeys(expand_nodelist(nodelist)))
+        return Allocation("slurm", hosts, f"SLURM_JOB_NODELIST={nodelist}", None, *_slurm_layout(env))
     return Allocation("none", (socket.gethostname(),), "this machine")
+
+
+def _pbs_layout(nodefile: str, hosts: tuple[str, ...]) -> tuple[int | None, int | None]:
+    """PBS writes each host once per MPI process (select=...:mpiprocs=K); a host written once
+    says nothing about ranks, so the accelerator count decides then."""
+    lines = [line.split("#", 1)[0].split() for line in
+             Path(nodefile).read_text(encoding="utf-8", errors="replace").splitlines()]
+    counts = [sum(1 for words in lines if words and words[0].split(":")[0] == host) for host in hosts]
+    if max(counts) <= 1:
+        return None, None
+    return max(counts), sum(counts)
+
+
+def _slurm_layout(env: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """Ranks per host and in total from sbatch/salloc -n or --ntasks-per-node; none when the job
+    gave neither (Slurm then reports one task per node, which is not a request for one rank)."""
+    from auroragpt.runtime.env import expand_tasks_per_node
+
+    asked = env.get("SLURM_NTASKS") or env.get("SLURM_NPROCS") or env.get("SLURM_NTASKS_PER_NODE")
+    per_node = expand_tasks_per_node(env.get("SLURM_TASKS_PER_NODE", "")) if asked else None
+    if not per_node or min(per_node) < 1:
+        return None, None
+    total = env.get("SLURM_NTASKS") or env.get("SLURM_NPROCS") or ""
+    return max(per_node), int(total) if total.isdigit() and int(total) > 0 else sum(per_node)

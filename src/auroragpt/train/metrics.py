@@ -7,6 +7,7 @@ table gets MFU None (reported as absent), never a guess.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,29 +23,50 @@ from auroragpt.log import get_logger
 
 log = get_logger(__name__)
 
-# Dense (no sparsity) bf16 peak FLOP/s per torch device, matched by substring of the device name,
-# first match wins (so the more specific names come first). Sources: vendor data sheets.
-PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),            # SXM
-    ("H200", 989e12),
-    ("B200", 2250e12),
-    ("A100", 312e12),
-    ("MI250X", 191.5e12),        # one GCD (torch sees each of the two GCDs as a device)
-    ("MI300X", 1307.4e12),
-    ("Max 1550", 419.4e12),      # one tile of an Intel Data Center GPU Max 1550 (Aurora)
+@dataclasses.dataclass(frozen=True)
+class DeviceSpec:
+    """One accelerator as the dry run and MFU see it. Bandwidths are per device and per direction:
+    `link_bw` to the other devices of its node, `network_bw` its share of the node's NICs."""
+
+    peak_bf16: float          # dense (no sparsity) bf16 FLOP/s
+    hbm_bytes: float = 0.0
+    hbm_bw: float = 0.0       # bytes/s
+    link_bw: float = 0.0      # bytes/s inside a node (NVLink, Xe Link, Infinity Fabric)
+    network_bw: float = 0.0   # bytes/s across nodes
+    per_node: int = 0         # devices per node on the usual system
+
+
+# The one device table, matched by substring of the torch device name, first match wins (so the
+# more specific names come first). Sources: vendor data sheets; network shares from the systems'
+# NICs (Aurora: 8 x 200 Gb/s Slingshot per 12 tiles, Frontier: 4 x 200 Gb/s per 8 GCDs).
+DEVICES: tuple[tuple[str, DeviceSpec], ...] = (
+    ("H100 PCIe", DeviceSpec(756e12, 80e9, 2.0e12, 64e9, 50e9, 8)),
+    ("H100 NVL", DeviceSpec(835e12, 94e9, 3.9e12, 300e9, 50e9, 8)),
+    ("H100", DeviceSpec(989e12, 80e9, 3.35e12, 450e9, 50e9, 8)),            # SXM, NDR 400 per GPU
+    ("H200", DeviceSpec(989e12, 141e9, 4.8e12, 450e9, 50e9, 8)),
+    ("B200", DeviceSpec(2250e12, 192e9, 8.0e12, 900e9, 50e9, 8)),
+    ("A100", DeviceSpec(312e12, 80e9, 2.04e12, 300e9, 25e9, 4)),            # SXM 80 GB; Polaris: 4 per node
+    ("MI250X", DeviceSpec(191.5e12, 64e9, 1.6e12, 50e9, 12.5e9, 8)),        # one GCD (torch sees each)
+    ("MI300X", DeviceSpec(1307.4e12, 192e9, 5.3e12, 64e9, 50e9, 8)),
+    ("Max 1550", DeviceSpec(419.4e12, 64e9, 1.6e12, 100e9, 16.7e9, 12)),   # one tile (Aurora)
 )
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = tuple((key, spec.peak_bf16) for key, spec in DEVICES)
+
+
+def device_spec(device_name: str | None) -> DeviceSpec | None:
+    """The table row of a device by (part of) its name, or None when it is not in the table."""
+    if not device_name:
+        return None
+    for key, spec in DEVICES:
+        if key.lower() in device_name.lower():
+            return spec
+    return None
 
 
 def peak_flops(device_name: str | None) -> float | None:
     """Dense bf16 peak FLOP/s of one device, or None when the device is not in the table."""
-    if not device_name:
-        return None
-    for key, flops in PEAK_BF16_FLOPS:
-        if key.lower() in device_name.lower():
-            return flops
-    return None
+    spec = device_spec(device_name)
+    return spec.peak_bf16 if spec else None
 
 
 def device_peak_flops(device: torch.device) -> float | None:

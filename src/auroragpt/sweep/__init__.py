@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: specs, trials, job arrays, Optuna studies on a journal file, results."""
