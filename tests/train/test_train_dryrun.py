@@ -82,6 +82,7 @@ def test_bad_dry_run_arguments_are_explained() -> None:
 @pytest.mark.parametrize(("world", "overrides", "compare_collectives"), [
     (2, [], True),                                                                   # FSDP2
     (4, ["--parallel.pp=2", "--parallel.pp_microbatches=2"], False),                 # PP x FSDP2
+    (4, ["--parallel.tp=2"], True),                                                  # FSDP2 x TP
     (8, ["--parallel.dp_replicate=2", "--parallel.dp_shard=2", "--parallel.tp=2"], True),  # HSDP x TP
 ])
 def test_prediction_equals_a_real_step(tmp_path: Path, world: int, overrides: list[str], compare_collectives: bool) -> None:
