@@ -180,25 +180,13 @@ def parse_jsonl_records(chunk: bytes, first_line: int, file: str, text_key: str,
     """(line number, record) of the JSON lines in `chunk` whose `text_key` is a string (curation
     keeps the other fields); bad lines go to `errors`. Blank lines are ignored."""
     texts: list[tuple[int, dict]] = []
-    for number, raw in enumerate(chunk.split(b"\n"), start=first_line):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
-            errors.record(file, number, f"bad JSON ({str(err).split(':')[0]})")
-            continue
-        if not isinstance(record, dict):
-            errors.record(file, number, f"expected a JSON object, got {type(record).__name__}")
-            continue
+    for number, record in parse_jsonl_objects(chunk, first_line, file, errors):
         if text_key not in record:
             errors.record(file, number, f"no {text_key!r} field")
-            continue
-        text = record[text_key]
-        if not isinstance(text, str):
-            errors.record(file, number, f"{text_key!r} is {type(text).__name__}, not a string")
-            continue
-        texts.append((number, record))
+        elif not isinstance(record[text_key], str):
+            errors.record(file, number, f"{text_key!r} is {type(record[text_key]).__name__}, not a string")
+        else:
+            texts.append((number, record))
     return texts
 
 
@@ -228,7 +216,7 @@ def iter_parquet_batches(path: Path, text_key: str, batch_rows: int = 4096) -> I
         row += len(values)
 
 
-def parse_jsonl_records(chunk: bytes, first_line: int, file: str, errors: ReadErrors) -> list[tuple[int, dict]]:
+def parse_jsonl_objects(chunk: bytes, first_line: int, file: str, errors: ReadErrors) -> list[tuple[int, dict]]:
     """(line number, object) of every JSON line in `chunk` (chat and preference data); bad lines go to `errors`."""
     records: list[tuple[int, dict]] = []
     for number, raw in enumerate(chunk.split(b"\n"), start=first_line):

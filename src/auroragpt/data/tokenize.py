@@ -47,7 +47,7 @@ from auroragpt.data.readers import (
     iter_parquet_records,
     list_input_files,
     parse_jsonl_chunk,
-    parse_jsonl_records,
+    parse_jsonl_objects,
     read_txt,
     texts_from_values,
 )
@@ -121,7 +121,7 @@ def _encode_records_task(kind: str, file: str, first: int, payload, errors: Read
     from auroragpt.data.conversations import encode_records
 
     if kind == "jsonl":
-        records, nbytes = parse_jsonl_records(payload, first, file, errors), len(payload)
+        records, nbytes = parse_jsonl_objects(payload, first, file, errors), len(payload)
     else:  # parquet rows
         records, nbytes = list(enumerate(payload, start=first)), 0
     tokens, lengths, mask = encode_records(records, file, _WORKER["fmt"], _WORKER["template"], _WORKER["tokenizer"],
