@@ -62,8 +62,10 @@ def test_slurm_rendezvous_uses_the_step_hosts_and_step_id(clean_env: pytest.Monk
 
         assert os.environ["MASTER_ADDR"] == "nid001003"
         ports.add(os.environ["MASTER_PORT"])
-        clean_env.delenv("MASTER_ADDR")
-        clean_env.delenv("MASTER_PORT")
+        # popped, not monkeypatch.delenv: that would record the values _agree_on_master set and
+        # restore them after the test, leaking a rendezvous host into every later test
+        os.environ.pop("MASTER_ADDR")
+        os.environ.pop("MASTER_PORT")
     assert len(ports) == 2
 
 
