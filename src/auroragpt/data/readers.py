@@ -178,9 +178,12 @@ def parse_jsonl_chunk(chunk: bytes, first_line: int, file: str, text_key: str, e
 def parse_jsonl_records(chunk: bytes, first_line: int, file: str, text_key: str,
                         errors: ReadErrors) -> list[tuple[int, dict]]:
     """(line number, record) of the JSON lines in `chunk` whose `text_key` is a string (curation
-    keeps the other fields); bad lines go to `errors`. Blank lines are ignored."""
+    keeps the other fields); bad lines go to `errors`, in line order. Blank lines are ignored."""
     texts: list[tuple[int, dict]] = []
-    for number, record in parse_jsonl_objects(chunk, first_line, file, errors):
+    for number, raw in enumerate(chunk.split(b"\n"), start=first_line):
+        record = _json_object(raw, file, number, errors)
+        if record is None:
+            continue
         if text_key not in record:
             errors.record(file, number, f"no {text_key!r} field")
         elif not isinstance(record[text_key], str):
@@ -188,6 +191,21 @@ def parse_jsonl_records(chunk: bytes, first_line: int, file: str, text_key: str,
         else:
             texts.append((number, record))
     return texts
+
+
+def _json_object(raw: bytes, file: str, number: int, errors: ReadErrors) -> dict | None:
+    """One JSON line as an object; None for a blank line, and for a bad one (recorded in `errors`)."""
+    if not raw.strip():
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        errors.record(file, number, f"bad JSON ({str(err).split(':')[0]})")
+        return None
+    if not isinstance(record, dict):
+        errors.record(file, number, f"expected a JSON object, got {type(record).__name__}")
+        return None
+    return record
 
 
 def iter_parquet_batches(path: Path, text_key: str, batch_rows: int = 4096) -> Iterator[tuple[int, list]]:
@@ -220,17 +238,9 @@ def parse_jsonl_objects(chunk: bytes, first_line: int, file: str, errors: ReadEr
     """(line number, object) of every JSON line in `chunk` (chat and preference data); bad lines go to `errors`."""
     records: list[tuple[int, dict]] = []
     for number, raw in enumerate(chunk.split(b"\n"), start=first_line):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except ValueError as err:
-            errors.record(file, number, f"bad JSON ({str(err).split(':')[0]})")
-            continue
-        if not isinstance(record, dict):
-            errors.record(file, number, f"expected a JSON object, got {type(record).__name__}")
-            continue
-        records.append((number, record))
+        record = _json_object(raw, file, number, errors)
+        if record is not None:
+            records.append((number, record))
     return records
 
 
