@@ -79,20 +79,8 @@ def send_shifted(x: torch.Tensor, dh: int, dw: int, g: WindowGroup, peer: Window
 
 def recv_shifted(shape: torch.Size, like: torch.Tensor, dh: int, dw: int, g: WindowGroup, peer: WindowGroup) -> torch.Tensor:
     """Receive the previous stage's output, already shifted by (dh, dw): [B, H, W, D]."""
-    b, h, w, d = shape
-    kinds = _kinds(dh, dw)
-    src = _routes(g, peer, kinds, outgoing=False)
-    shapes = {}
-    for k in kinds:
-        rows, cols = _shifted_slices(k, h, w, dh, dw)
-        shapes[k] = (b, rows.stop - rows.start, cols.stop - cols.start, d)
-    got = _p2p({}, _group(src, shapes), like, g, "pp.recv")
-    out = like.new_empty(shape)
-    for peer_rank, ks in _group(src, {k: k for k in kinds}).items():
-        for k, piece in zip(ks, got[peer_rank]):
-            rows, cols = _shifted_slices(k, h, w, dh, dw)
-            out[:, rows, cols] = piece
-    return out
+    src = _routes(g, peer, _kinds(dh, dw), outgoing=False)
+    return _recv_quadrants(shape, like, dh, dw, g, src, _shifted_slices, "pp.recv")
 
 
 def send_grad_back(grad: torch.Tensor, dh: int, dw: int, g: WindowGroup, peer: WindowGroup) -> None:
@@ -106,17 +94,23 @@ def send_grad_back(grad: torch.Tensor, dh: int, dw: int, g: WindowGroup, peer: W
 
 def recv_grad_back(shape: torch.Size, like: torch.Tensor, dh: int, dw: int, g: WindowGroup, peer: WindowGroup) -> torch.Tensor:
     """The gradient of a `send_shifted` tile, in the sender's (unshifted) coordinates."""
+    dest = _routes(g, peer, _kinds(dh, dw), outgoing=True)
+    return _recv_quadrants(shape, like, dh, dw, g, dest, _unshifted_slices, "pp.recv.grad")
+
+
+def _recv_quadrants(shape: torch.Size, like: torch.Tensor, dh: int, dw: int, g: WindowGroup, routes: dict,
+                    slices, tag: str) -> torch.Tensor:
+    """Receive each quadrant from its peer in `routes` and place it where `slices` says: [B, H, W, D]."""
     b, h, w, d = shape
     kinds = _kinds(dh, dw)
-    dest = _routes(g, peer, kinds, outgoing=True)
     shapes = {}
     for k in kinds:
-        rows, cols = _unshifted_slices(k, h, w, dh, dw)
+        rows, cols = slices(k, h, w, dh, dw)
         shapes[k] = (b, rows.stop - rows.start, cols.stop - cols.start, d)
-    got = _p2p({}, _group(dest, shapes), like, g, "pp.recv.grad")
+    got = _p2p({}, _group(routes, shapes), like, g, tag)
     out = like.new_empty(shape)
-    for peer_rank, ks in _group(dest, {k: k for k in kinds}).items():
+    for peer_rank, ks in _group(routes, {k: k for k in kinds}).items():
         for k, piece in zip(ks, got[peer_rank]):
-            rows, cols = _unshifted_slices(k, h, w, dh, dw)
+            rows, cols = slices(k, h, w, dh, dw)
             out[:, rows, cols] = piece
     return out
