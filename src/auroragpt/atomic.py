@@ -15,9 +15,11 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from auroragpt import pids
 
 
 def _umask() -> int:
@@ -141,3 +143,12 @@ def check_creatable(path: str | os.PathLike[str], name: str) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(f"{name} {path} cannot be created: {folder} is not writable",
                           hint=f"set {name} to a folder you can write to")
+
+
+def remove_orphaned_temporaries(paths: Iterable[Path]) -> None:
+    """Delete the `NAME.tmpPID` files among `paths` whose writer has died (a killed run's
+    half-written outputs); a live writer's, this process's and other names are left alone."""
+    for path in paths:
+        pid = path.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not pids.alive(int(pid)):
+            path.unlink(missing_ok=True)

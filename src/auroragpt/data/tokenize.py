@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from auroragpt.atomic import write_atomically
+from auroragpt.atomic import remove_orphaned_temporaries, write_atomically
 from auroragpt.jsonio import read_json
 from auroragpt.data.indexed import (
     IndexedDataset,
@@ -194,16 +194,7 @@ def _remove_stale_temporaries(prefix: str) -> None:
     parts = Path(prefix + ".parts")
     if parts.is_dir():
         candidates += list(parts.glob("*.tmp*"))
-    for path in candidates:
-        pid = path.name.rsplit(".tmp", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-        except PermissionError:  # alive, someone else's
-            pass
+    remove_orphaned_temporaries(candidates)
 
 
 def _move_dataset(src: str, dst: str) -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import BinaryIO
 
+from auroragpt import pids
 from auroragpt.runtime.env import read_rank_info
 from auroragpt.errors import AuroraError
 
@@ -74,20 +75,6 @@ def _launcher_to_watch() -> int | None:
     return int(pid)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has ended too (its parent has not collected it yet)
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _stop(child: subprocess.Popen) -> None:
     """SIGTERM the command, SIGKILL it after STOP_GRACE_S."""
     if child.poll() is None:
@@ -100,7 +87,7 @@ def _stop(child: subprocess.Popen) -> None:
 
 def _watch_launcher(pid: int, child: subprocess.Popen, rank: int | str) -> None:
     while child.poll() is None:
-        if not _alive(pid):
+        if not pids.alive(pid):
             print(f"[rank {rank}] auroragpt launch (pid {pid}) is gone: stopping this rank", file=sys.stderr, flush=True)
             _stop(child)
             return

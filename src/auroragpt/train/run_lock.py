@@ -35,16 +35,6 @@ class RunLocked(AuroraError):
     """Another job is training in this run folder."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _read_owner(run_dir: Path) -> dict[str, Any] | None:
     try:
         owner = json.loads((run_dir / OWNER).read_text())

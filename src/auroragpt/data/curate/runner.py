@@ -13,13 +13,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Sequence
 
-from auroragpt.atomic import streaming_atomically, write_atomically
+from auroragpt.atomic import remove_orphaned_temporaries, streaming_atomically, write_atomically
 from auroragpt.data.curate.shards import Shard, input_id
 from auroragpt.errors import AuroraError, DataError, DistError
 
@@ -156,22 +155,8 @@ def prepare_out_dir(out_dir: Path, recipe: dict, force: bool) -> None:
         raise DataError(f"{out_dir} holds curation outputs without {RUN_RECIPE}",
                         hint="pass --force to replace them, or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
+    remove_orphaned_temporaries([*out_dir.glob("*.tmp*"), *out_dir.glob(".work/*.tmp*")])
     write_json(path, recipe)
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete NAME.tmpPID files whose writer process is gone (a killed run's half-written outputs)."""
-    for path in list(folder.glob("*.tmp*")) + list(folder.glob(".work/*.tmp*")):
-        pid = path.name.rsplit(".tmp", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-        except PermissionError:
-            pass
 
 
 def shard_recipe(shard: Shard, command: str, settings: dict, **extra: Any) -> dict:
