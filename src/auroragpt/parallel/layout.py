@@ -96,7 +96,8 @@ class ParallelLayout:
                 f"parallel layout: world size {world_size} is not divisible by "
                 f"pp ({self.pp}) x dp_replicate ({self.dp_replicate}) x tp ({self.tp}){window} = {others}, "
                 "so dp_shard = -1 cannot fill the rest",
-                hint="choose pp, dp_replicate and tp whose product divides the number of ranks",
+                hint=f"choose pp, dp_replicate and tp{' (and wp, sp)' if self.window > 1 else ''} whose product "
+                "divides the number of ranks",
             )
         return dataclasses.replace(self, dp_shard=world_size // others)
 
