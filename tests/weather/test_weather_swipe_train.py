@@ -207,12 +207,18 @@ def test_impossible_swipe_layouts_are_refused_with_the_numbers(tmp_path, world, 
         assert word in str(err.value), str(err.value)
 
 
-def test_a_language_model_with_wp_exits_2_before_any_process_group(tmp_path) -> None:
+def test_a_language_model_with_wp_exits_2_before_any_process_group(tmp_path, capsys, monkeypatch) -> None:
+    import auroragpt.train.trainer as trainer
+    from auroragpt.cli import main
+
+    def reached(*_args, **_kwargs):
+        raise AssertionError("a language model with wp = 2 reached the job (process group, model)")
+
+    monkeypatch.setattr(trainer, "_train", reached)
     config = tmp_path / "lm.toml"
     config.write_text('[model]\npreset = "tiny"\n[data]\nsynthetic = true\n[train]\nsteps = 1\n[parallel]\nwp = 2\n')
-    r = subprocess.run([str(BIN / "auroragpt"), "train", "--config", str(config), f"--run.dir={tmp_path / 'run'}"],
-                       capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 2, r.stderr
-    assert "language model" in r.stderr and "Traceback" not in r.stderr
+    rc = main(["train", "--config", str(config), f"--run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "wp = 2" in err and "language model" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
