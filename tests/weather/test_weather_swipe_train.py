@@ -199,6 +199,9 @@ def _check(tmp_path: Path, world: int, preset: str, *overrides: str) -> None:
     (4, "weather-tiny", ("--parallel.wp=2", "--parallel.dp_shard=1"), ["wp (2) x sp (1) = 2 ranks, but the job has 4"]),
     (8, "weather-tiny", ("--parallel.wp=2", "--parallel.pp=2", "--parallel.dp_shard=2"), ["pp = 2 with dp_replicate x dp_shard = 1 x 2"]),
     (4, "weather-tiny", ("--parallel.wp=2", "--parallel.tp=2", "--parallel.dp_shard=1"), ["tp = 2", "tensor parallelism"]),
+    (4, "weather-tiny", ("--parallel.wp=2", "--parallel.pp=2", "--parallel.pp_schedule=Interleaved1F1B",
+                         "--parallel.pp_virtual_stages=2"), ["pp_virtual_stages = 2", "one stage per pipeline rank"]),
+    (6, "weather-tiny", ("--parallel.wp=2", "--parallel.pp=3"), ["n_layers (4) is not divisible by pp (3)"]),
 ])
 def test_impossible_swipe_layouts_are_refused_with_the_numbers(tmp_path, world, preset, overrides, words) -> None:
     with pytest.raises(ConfigError) as err:

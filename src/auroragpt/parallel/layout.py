@@ -134,6 +134,10 @@ def validate(
         )
     _check_tensor_parallel(layout, model_cfg)
     _check_pipeline(layout, model_cfg)
+    if hasattr(model_cfg, "grid_h") and layout.pp > 1 and layout.pp_virtual_stages > 1:
+        raise ConfigError(f"parallel.pp_virtual_stages = {layout.pp_virtual_stages}: a weather model's pipeline runs "
+                          "one stage per pipeline rank (micro-batches in GPipe order)",
+                          hint="set pp_virtual_stages = 1 and pp_schedule = \"1F1B\" or \"GPipe\"")
     if hasattr(model_cfg, "grid_h") and layout.pp > 1 and layout.dp > 1:
         raise ConfigError(f"parallel.pp = {layout.pp} with dp_replicate x dp_shard = {layout.dp_replicate} x "
                           f"{layout.dp_shard}: a weather model's pipeline does not run beside data parallelism yet",
