@@ -1,6 +1,7 @@
 """How the world is cut into parallel dimensions, and the checks that run before any group exists.
 
-A layout is four sizes, pp x dp_replicate x dp_shard x tp = world size, plus pipeline options.
+A layout is four sizes, pp x dp_replicate x dp_shard x tp = world size, plus pipeline options;
+a weather model adds SWiPe's wp x sp ranks per sample (`auroragpt.parallel.window_train`).
 `validate` rejects impossible combinations with the numbers in the message, so a 768-rank job
 fails in a second on rank 0 rather than hanging in a collective after the model is built.
 """
