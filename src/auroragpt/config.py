@@ -62,6 +62,11 @@ class ParallelSection:
     compile: bool = False
     mixed_precision: str = "fp32"
     meta_init: str = "auto"  # build on the meta device, allocate only this rank's shard (see trainer.use_meta_init)
+    # SWiPe, weather models only: wp ranks own tiles of windows (wp_lat tile rows in latitude x
+    # wp / wp_lat columns in longitude), sp ranks share each tile's tokens (auroragpt.parallel.window)
+    wp: int = 1
+    wp_lat: int = 1
+    sp: int = 1
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """How the world is cut into parallel dimensions, and the checks that run before any group exists.
 
-A layout is four sizes, pp x dp_replicate x dp_shard x tp = world size, plus pipeline options.
+A layout is four sizes, pp x dp_replicate x dp_shard x tp = world size, plus pipeline options;
+a weather model adds SWiPe's wp x sp ranks per sample (`auroragpt.parallel.window_train`).
 `validate` rejects impossible combinations with the numbers in the message, so a 768-rank job
 fails in a second on rank 0 rather than hanging in a collective after the model is built.
 """
@@ -23,6 +24,8 @@ PP_SCHEDULES: dict[str, bool] = {"1F1B": False, "GPipe": False, "Interleaved1F1B
 
 # Mesh dimension names, outermost first (pp crosses nodes, tp stays inside one).
 MESH_DIMS: tuple[str, ...] = ("pp", "dp_replicate", "dp_shard", "tp")
+# Appended, innermost, when a weather model runs SWiPe (wp x sp > 1).
+WINDOW_DIMS: tuple[str, ...] = ("wp", "sp")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class ParallelLayout:
     pp_virtual_stages: int = 1  # stages per pipeline rank; > 1 only with Interleaved1F1B
     sequence_parallel: bool = True  # with tp > 1, shard norms and residuals along the sequence
     loss_parallel: bool = False  # with tp > 1, keep logits sharded over the vocabulary for the loss
+    wp: int = 1  # weather models: window-parallel tiles, wp_lat rows of them in latitude
+    wp_lat: int = 1
+    sp: int = 1  # weather models: sequence-parallel ranks inside each tile
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "[parallel]") -> "ParallelLayout":
@@ -59,8 +65,13 @@ class ParallelLayout:
         return self.dp_replicate * self.dp_shard
 
     @property
+    def window(self) -> int:
+        """Ranks that share one sample's field (SWiPe's wp x sp; 1 for language models)."""
+        return self.wp * self.sp
+
+    @property
     def world_size(self) -> int:
-        return self.pp * self.dp_replicate * self.dp_shard * self.tp
+        return self.pp * self.dp_replicate * self.dp_shard * self.tp * self.window
 
     @property
     def num_microbatches(self) -> int:
@@ -79,13 +90,15 @@ class ParallelLayout:
         """Fill in dp_shard = -1 from the world size (checked for divisibility)."""
         if self.dp_shard != -1:
             return self
-        others = self.pp * self.dp_replicate * self.tp
+        others = self.pp * self.dp_replicate * self.tp * self.window
         if others <= 0 or world_size % others:
+            window = f" x wp ({self.wp}) x sp ({self.sp})" if self.window > 1 else ""
             raise ConfigError(
                 f"parallel layout: world size {world_size} is not divisible by "
-                f"pp ({self.pp}) x dp_replicate ({self.dp_replicate}) x tp ({self.tp}) = {others}, "
+                f"pp ({self.pp}) x dp_replicate ({self.dp_replicate}) x tp ({self.tp}){window} = {others}, "
                 "so dp_shard = -1 cannot fill the rest",
-                hint="choose pp, dp_replicate and tp whose product divides the number of ranks",
+                hint=f"choose pp, dp_replicate and tp{' (and wp, sp)' if self.window > 1 else ''} whose product "
+                "divides the number of ranks",
             )
         return dataclasses.replace(self, dp_shard=world_size // others)
 
@@ -101,7 +114,7 @@ def validate(
 
     Raises ConfigError naming the numbers that do not fit. Touches no process group.
     """
-    for name in ("dp_replicate", "tp", "pp", "pp_virtual_stages"):
+    for name in ("dp_replicate", "tp", "pp", "pp_virtual_stages", "wp", "wp_lat", "sp"):
         value = getattr(layout, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"parallel.{name} must be an integer >= 1, got {value!r}")
@@ -111,17 +124,49 @@ def validate(
         raise ConfigError(f"parallel.dp_shard must be an integer >= 1 or -1 (fill the rest), got {layout.dp_shard!r}")
     if not isinstance(layout.pp_microbatches, int) or layout.pp_microbatches < 0:
         raise ConfigError(f"parallel.pp_microbatches must be an integer >= 0 (0: one per pipeline rank), got {layout.pp_microbatches!r}")
+    _check_window(layout, model_cfg)  # before resolve: its message names the SWiPe sizes, not the product
     layout = layout.resolve(world_size)
     if layout.world_size != world_size:
+        window = f" x wp ({layout.wp}) x sp ({layout.sp})" if layout.window > 1 else ""
         raise ConfigError(
             f"parallel layout pp ({layout.pp}) x dp_replicate ({layout.dp_replicate}) x dp_shard "
-            f"({layout.dp_shard}) x tp ({layout.tp}) = {layout.world_size} ranks, but the job has {world_size}",
+            f"({layout.dp_shard}) x tp ({layout.tp}){window} = {layout.world_size} ranks, but the job has {world_size}",
             hint="make the product equal the number of ranks, or set dp_shard = -1 to fill the rest",
         )
     _check_tensor_parallel(layout, model_cfg)
     _check_pipeline(layout, model_cfg)
+    if hasattr(model_cfg, "grid_h") and layout.pp > 1 and layout.pp_virtual_stages > 1:
+        raise ConfigError(f"parallel.pp_virtual_stages = {layout.pp_virtual_stages}: a weather model's pipeline runs "
+                          "one stage per pipeline rank (micro-batches in GPipe order)",
+                          hint="set pp_virtual_stages = 1 and pp_schedule = \"1F1B\" or \"GPipe\"")
+    if hasattr(model_cfg, "grid_h") and layout.pp > 1 and layout.dp > 1:
+        raise ConfigError(f"parallel.pp = {layout.pp} with dp_replicate x dp_shard = {layout.dp_replicate} x "
+                          f"{layout.dp_shard}: a weather model's pipeline does not run beside data parallelism yet",
+                          hint="set dp_shard = 1 and dp_replicate = 1 with pp > 1 (wp and sp may fill the rest), or pp = 1")
     _check_batches(layout, global_batch, micro_batch)
     return layout
+
+
+def _check_window(layout: ParallelLayout, cfg) -> None:
+    """SWiPe sizes: only for a weather model's grid, tiles and heads that divide (`WindowLayout`)."""
+    if layout.window == 1 and layout.wp_lat == 1:
+        return
+    sizes = f"parallel.wp = {layout.wp}, wp_lat = {layout.wp_lat}, sp = {layout.sp}"
+    if not hasattr(cfg, "grid_h"):
+        raise ConfigError(f"{sizes}: window and sequence parallelism split a weather model's latitude-longitude "
+                          "grid, and this model is a language model",
+                          hint="set parallel.wp = 1, wp_lat = 1 and sp = 1; spread a language model with "
+                          "tp, pp, dp_shard and dp_replicate")
+    if layout.wp % layout.wp_lat:
+        raise ConfigError(f"{sizes}: wp_lat ({layout.wp_lat}) must divide wp ({layout.wp}); the {layout.wp} tiles "
+                          "are wp_lat rows in latitude x wp / wp_lat columns in longitude",
+                          hint=f"choose wp_lat among the divisors of {layout.wp}")
+    if layout.tp > 1:
+        raise ConfigError(f"{sizes} with tp = {layout.tp}: a weather model does not use tensor parallelism",
+                          hint="set parallel.tp = 1 (sp splits the heads inside a window tile)")
+    from auroragpt.parallel.window_layout import WindowLayout
+
+    WindowLayout.for_model(cfg, wp_h=layout.wp_lat, wp_w=layout.wp // layout.wp_lat, sp=layout.sp)
 
 
 def _check_tensor_parallel(layout: ParallelLayout, cfg: "ModelConfig") -> None:
@@ -248,8 +293,10 @@ def build_mesh(layout: ParallelLayout, device_type: str) -> "DeviceMesh | None":
     world = dist.get_world_size()
     if layout.world_size != world:
         raise ConfigError(f"parallel layout covers {layout.world_size} ranks but the process group has {world}")
-    shape = (layout.pp, layout.dp_replicate, layout.dp_shard, layout.tp)
-    mesh = init_device_mesh(device_type, shape, mesh_dim_names=MESH_DIMS)
+    shape, names = (layout.pp, layout.dp_replicate, layout.dp_shard, layout.tp), MESH_DIMS
+    if layout.window > 1:  # SWiPe innermost: one sample's tiles are neighbouring ranks (window_layout's order)
+        shape, names = shape + (layout.wp, layout.sp), names + WINDOW_DIMS
+    mesh = init_device_mesh(device_type, shape, mesh_dim_names=names)
     if layout.tp > 1:
         # A gradient norm of FSDP x TP parameters is partial over both dims (dp_shard may be 1:
         # FSDP over replicas still places it there). With this flattened dim DTensor reduces it

@@ -22,6 +22,7 @@ class ModelFamily:
     build_data_loader: Callable[..., Any]
     tokens_per_step: Callable[[Any, Any], int]  # throughput units (tokens, or grid points x samples)
     build_objective: Callable[..., Any]  # (cfg, runner, model_cfg, info, loader) -> objective
+    parallelize: Callable[..., Any] | None = None  # (model, layout, mesh, **options) -> runner; None: parallel.parallelize
 
 
 def select_family(cfg: Any) -> ModelFamily:
@@ -45,5 +46,7 @@ def _weather() -> ModelFamily:
     def build(*_args: Any) -> FixedLossObjective:
         return FixedLossObjective("weather_diffusion", weather.next_batch, mean_loss)
 
+    from auroragpt.parallel.window_train import parallelize_weather
+
     return ModelFamily("weather_diffusion", weather.resolve_model_config, weather.build_model,
-                       weather.build_data_loader, weather.points_per_step, build)
+                       weather.build_data_loader, weather.points_per_step, build, parallelize_weather)

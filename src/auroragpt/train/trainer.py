@@ -72,14 +72,16 @@ def _train(cfg: Config, run_dir: Path, family, model_cfg, steps: int, layout) ->
     mesh = build_mesh(layout, info.device.type)
     on_meta = use_meta_init(cfg.parallel.meta_init, model_cfg, layout) and not cfg.checkpoint.init_from
     if info.rank == 0:
-        log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)%s", info.topology(), layout.pp,
-                 layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode,
+        window = (f" wp={layout.wp} ({layout.wp_lat}x{layout.wp // layout.wp_lat} tiles) sp={layout.sp}"
+                  if layout.window > 1 else "")
+        log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)%s%s", info.topology(), layout.pp,
+                 layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode, window,
                  ", weights initialised per shard from the meta device" if on_meta else "")
     model = family.build_model(model_cfg, info.device, cfg.train.seed, on_meta=on_meta)
     resume_path = find_resume_checkpoint(cfg, run_dir)
     if resume_path is None and cfg.checkpoint.init_from:
         load_initial_weights(model, cfg.checkpoint.init_from, model_cfg)
-    runner = parallelize(model, layout, mesh, mixed_precision=cfg.parallel.mixed_precision == "bf16",
+    runner = (family.parallelize or parallelize)(model, layout, mesh, mixed_precision=cfg.parallel.mixed_precision == "bf16",
                          activation_checkpoint=cfg.parallel.activation_checkpointing, compile=cfg.parallel.compile,
                          device=info.device)
     if on_meta:

@@ -21,10 +21,11 @@ class TrigFlowTraining(SwinDenoiser):
     """The denoiser whose forward is the training loss, so the trainer's generic step drives it.
 
     forward(batch): batch [B, V + C + 1, H, W] = normalised tendency x0 (V channels), conditioning
-    (C channels) and the latitude weight (1 channel). Draws t and z from torch's global RNG (which
-    checkpoints restore, so a resumed run draws the same noise) and returns the latitude-weighted
-    squared velocity error per element; its mean is the loss. Parameter names are the
-    denoiser's, so a checkpoint loads into a plain `SwinDenoiser` for forecasting.
+    (C channels) and the latitude weight (1 channel), optionally followed by the sample's noise z
+    (V channels) and log-scale tau (1 channel, constant over the grid), as the trainer's loader
+    draws them per sample (`weather.objective.with_noise`). Without them, t and z come from torch's
+    global RNG. Returns the latitude-weighted squared velocity error per element; its mean is the
+    loss. Parameter names are the denoiser's, so a checkpoint loads into a plain `SwinDenoiser`.
     """
 
     def __init__(self, cfg: WeatherModelConfig, p_mean: float = -1.0, p_std: float = 1.4, sigma_data: float = 1.0) -> None:
@@ -35,15 +36,31 @@ class TrigFlowTraining(SwinDenoiser):
         self.noise_like = torch.randn_like
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        v = self.cfg.n_vars
-        x0, cond, lat_w = batch[:, :v], batch[:, v:-1], batch[:, -1:]
-        tau = self.p_mean + self.p_std * torch.randn(x0.shape[0], device=x0.device)
-        t = torch.atan(torch.exp(tau) / self.sigma_data)
-        z = self.noise_like(x0) * self.sigma_data
+        x_in, t, cond, target, lat_w = self.prepare(batch)
+        return self.errors(super().forward(x_in, t, cond), target, lat_w)
+
+    # The two halves of `forward`, public so that pipeline stages can run the blocks in between.
+    def prepare(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(network input x_t / sigma_d, t, cond, velocity target, latitude weight) of a batch."""
+        v, c = self.cfg.n_vars, self.cfg.n_cond
+        x0, cond, lat_w = batch[:, :v], batch[:, v:v + c], batch[:, v + c:v + c + 1]
+        if batch.shape[1] == 2 * v + c + 2:  # the sample's own noise
+            z, tau = batch[:, v + c + 1:2 * v + c + 1], batch[:, -1, 0, 0]
+        elif batch.shape[1] == v + c + 1:
+            z, tau = self.noise_like(x0), torch.randn(x0.shape[0], device=x0.device)
+        else:
+            raise ValueError(f"a training batch has {v + c + 1} channels (x0, conditioning, latitude weight), "
+                             f"or {2 * v + c + 2} with the noise; got {batch.shape[1]}")
+        t = torch.atan(torch.exp(self.p_mean + self.p_std * tau) / self.sigma_data)
+        z = z * self.sigma_data
         ct, st = torch.cos(t)[:, None, None, None], torch.sin(t)[:, None, None, None]
         x_t = ct * x0 + st * z
         target = (ct * z - st * x0) / self.sigma_data
-        pred = super().forward(x_t / self.sigma_data, t, cond)
+        return x_t / self.sigma_data, t, cond, target, lat_w
+
+    @staticmethod
+    def errors(pred: torch.Tensor, target: torch.Tensor, lat_w: torch.Tensor) -> torch.Tensor:
+        """Latitude-weighted squared velocity error per element."""
         return lat_w * (pred.float() - target.float()).pow(2)
 
 

@@ -38,9 +38,10 @@ def resolve_model_config(cfg):
     """The weather preset with [model] / [weather] overrides and the dataset's grid and channels."""
     from auroragpt.weather.model import get_weather_preset
 
-    if cfg.parallel.tp > 1 or cfg.parallel.pp > 1:
-        raise ConfigError(f"parallel.tp = {cfg.parallel.tp}, parallel.pp = {cfg.parallel.pp}: weather models run on "
-                          "data parallelism (DDP / FSDP2) here", hint="set tp = 1 and pp = 1; spread ranks with dp_shard / dp_replicate")
+    if cfg.parallel.tp > 1:
+        raise ConfigError(f"parallel.tp = {cfg.parallel.tp}: weather models run on data parallelism (DDP / FSDP2), "
+                          "window and sequence parallelism (wp, sp) and pipelines (pp), not tensor parallelism",
+                          hint="set tp = 1; spread ranks with wp / sp / pp / dp_shard / dp_replicate")
     if cfg.checkpoint.init_from:
         raise ConfigError("checkpoint.init_from copies language-model weights; weather runs continue from a checkpoint",
                           hint="use checkpoint.load_from=RUN_DIR (or a step folder) of a weather run")
@@ -70,9 +71,12 @@ def build_model(model_cfg, device: torch.device, seed: int, on_meta: bool = Fals
 
 
 class WeatherLoader:
-    """Yields [micro_batch, V + C + 1, H, W] training examples. Global sample g is the training
-    time index at position g mod n of a permutation seeded by (seed, g div n): a pure function of
-    g, so a run resumes exactly from a sample count and data-parallel ranks read disjoint samples."""
+    """Yields [micro_batch, V + C + 1 + V + 1, H, W] training examples: the example, then its
+    diffusion noise (`with_noise`). Global sample g is the training time index at position g mod n
+    of a permutation seeded by (seed, g div n), and its noise is drawn from a generator seeded by
+    (seed, g): both pure functions of g, so a run resumes exactly from a sample count, data-parallel
+    ranks read disjoint samples, and every layout (data, window, sequence or pipeline parallel,
+    any accumulation) trains on the noise one device would draw."""
 
     def __init__(self, arrays: WeatherArrays, dp_rank: int, dp_size: int, micro_batch: int, global_batch: int,
                  seed: int, start_sample: int = 0) -> None:
@@ -94,8 +98,26 @@ class WeatherLoader:
             first_of_rank = self.samples_consumed + self.dp_rank * per_rank
             for micro_start in range(0, per_rank, self.micro_batch):
                 first = first_of_rank + micro_start
-                yield torch.stack([self.arrays.training_example(self.time_index(first + j)) for j in range(self.micro_batch)])
+                yield torch.stack([self.example(first + j) for j in range(self.micro_batch)])
             self.samples_consumed += self.global_batch
+
+
+    def example(self, g: int) -> torch.Tensor:
+        example = self.arrays.training_example(self.time_index(g))
+        seed = int(np.random.default_rng([self.seed, g, NOISE_SALT]).integers(2**62))
+        return with_noise(example, len(self.arrays.variables), torch.Generator().manual_seed(seed))
+
+
+NOISE_SALT = 0x6E6F697365  # keeps the noise stream apart from the permutation's (same seed, same g)
+
+
+def with_noise(example: torch.Tensor, n_vars: int, generator: torch.Generator) -> torch.Tensor:
+    """[V + C + 1, H, W] example + its TrigFlow noise z (V channels) and log-scale tau (1 channel,
+    constant over the grid, so any tile of the field carries it)."""
+    h, w = example.shape[-2:]
+    tau = torch.randn(1, generator=generator)
+    z = torch.randn(n_vars, h, w, generator=generator)
+    return torch.cat([example, z, tau.expand(1, h, w)])
 
 
 def split_indices_with_history(arrays: WeatherArrays) -> np.ndarray:
