@@ -23,10 +23,70 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from auroragpt.parallel.comm_ledger import CommLedger
 from auroragpt.parallel.window import reduce_gradients, shard_field, window_group, window_parallelize
 from auroragpt.parallel.window_cost import naive_step_bytes, swipe_step_comm, tile_estimate
 from auroragpt.parallel.window_layout import WindowLayout
+from auroragpt.weather import windows as win
 from auroragpt.weather.model import SwinDenoiser, get_weather_preset
+
+
+class _GatherTiles(torch.autograd.Function):
+    """All-gather every rank's [B, Ht, Wt, D] tile into the global field; backward reduce-scatters
+    (an all-to-all of the gradient's tiles, summed: what a ring reduce-scatter sends)."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        layout, n = group.layout, group.layout.world_size
+        parts = [torch.empty_like(local) for _ in range(n)]
+        dist.all_gather(parts, local.contiguous())
+        group.ledger.record("naive.all_gather", (n - 1) * local.numel() * local.element_size(), n - 1)
+        b, _, _, d = local.shape
+        full = local.new_empty(b, layout.grid_h, layout.grid_w, d)
+        for rank, part in enumerate(parts):
+            rows, cols = layout.local_slices(rank)
+            full[:, rows, cols] = part
+        return full
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        group = ctx.group
+        layout, n = group.layout, group.layout.world_size
+        chunks = torch.stack([grad[:, rows, cols] for rows, cols in map(layout.local_slices, range(n))])
+        got = torch.empty_like(chunks)
+        dist.all_to_all_single(got, chunks.contiguous())
+        group.ledger.record("naive.reduce_scatter", (n - 1) * chunks[0].numel() * chunks.element_size(), n - 1)
+        return got.sum(0), None
+
+
+class NaiveGatherAttention(torch.nn.Module):
+    """The baseline SWiPe is measured against: before every shifted block, all-gather the whole
+    D-channel field, run the 1-device shifted window attention on it and keep this rank's tile.
+    Unshifted windows lie inside a tile and need nothing. WP only (sp = 1)."""
+
+    def __init__(self, inner: torch.nn.Module, group) -> None:
+        super().__init__()
+        if group.layout.sp != 1:
+            raise ValueError("the naive all-gather baseline is window-parallel only (sp = 1)")
+        self.inner, self.group = inner, group
+        cfg, layout = inner.cfg, group.layout
+        row = win.pole_mask(layout.grid_h, cfg.window_h, cfg.window_h // 2)
+        self.register_buffer("full_mask", win.expand_row_mask(row, cfg.window_w), persistent=False)
+
+    def forward(self, x, shifted, rope, mask):
+        if not shifted:
+            return self.inner(x, False, rope, None)
+        full = self.inner(_GatherTiles.apply(x, self.group), True, rope, self.full_mask)
+        rows, cols = self.group.layout.local_slices(self.group.rank)
+        return full[:, rows, cols]
+
+
+def naive_parallelize(model: torch.nn.Module, group) -> torch.nn.Module:
+    """`window_parallelize`'s counterpart for the naive baseline (in place)."""
+    for block in model.layers.values():
+        block.attention = NaiveGatherAttention(block.attention, group)
+    return model
 
 
 def _step_inputs(cfg, batch: int):
