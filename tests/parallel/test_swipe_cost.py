@@ -135,3 +135,57 @@ def test_naive_baseline_is_measured_equal_to_its_closed_form_and_computes_the_sa
     for naive, ours in zip(run["ledgers"]["naive"], run["ledgers"]["ours"]):
         assert sum(v["bytes"] for v in naive.values()) == naive_step_bytes(layout, worker.CFG, worker.BATCH)
         assert _measured(ours) == swipe_step_comm(layout, worker.CFG, worker.BATCH)
+
+
+def _readme_section() -> str:
+    text = (HERE.parents[1] / "README.md").read_text()
+    start = text.index("### SWiPe")
+    end = min(i for i in (text.find("\n## ", start), text.find("\n### ", start + 1)) if i > 0)
+    return text[start:end]
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_readme_paper_scale_table_is_window_cost() -> None:
+    """Every row of the README's paper-scale table is `tile_estimate` of the layout the row names,
+    under the stated Aurora tile figures (the numbers are not typed in by hand)."""
+    from auroragpt.parallel.window_cost import AURORA_TILE_LINK_GBPS, AURORA_TILE_PEAK_TFLOPS, tile_estimate
+    from auroragpt.weather.model import get_weather_preset
+
+    rows = [_cells(line) for line in _readme_section().splitlines() if line.startswith("| weather-")]
+    assert len(rows) >= 3
+    for cells in rows:
+        preset, shape, replicas, micro, tiles, weights, acts, swipe, fsdp, split, step, per_tile, machine = cells
+        m = re.fullmatch(r"(\d+)x(\d+)x(\d+), pp (\d+)", shape)
+        wp_h, wp_w, sp, pp = (int(v) for v in m.groups())
+        n_rep, dp_shard = (int(v) for v in re.fullmatch(r"(\d+) \((\d+)\)", replicas).groups())
+        cfg = get_weather_preset(preset)
+        layout = WindowLayout.for_model(cfg, wp_h=wp_h, wp_w=wp_w, sp=sp)
+        est = tile_estimate(cfg, layout, pp=pp, dp_shard=dp_shard, microbatches=int(micro),
+                            peak_tflops=AURORA_TILE_PEAK_TFLOPS, link_gbps=AURORA_TILE_LINK_GBPS)
+        n_tiles = layout.world_size * pp * n_rep
+        want = [f"{n_tiles:,}", f"{est['weights_gib']:.1f}", f"{est['activations_gib']:.1f}", f"{est['comm_gib']:.2f}",
+                f"{est['fsdp_gib']:.1f}", f"{est['compute_s']:.2f} + {est['comm_s']:.2f}", f"{est['step_s']:.1f}",
+                f"{est['sustained_tflops']:.0f}", f"{est['sustained_tflops'] * n_tiles / 1e6:.1f}"]
+        assert [tiles, weights, acts, swipe, fsdp, split, step, per_tile, machine] == want, preset
+
+
+def test_readme_benchmark_bytes_are_the_closed_forms() -> None:
+    """The README's measured bytes per rank (bench/swipe.py's default model) are the closed forms
+    the bench checks them against, and the ratio column is their quotient."""
+    from auroragpt.weather.model import get_weather_preset
+
+    cfg = get_weather_preset("weather-tiny", grid_h=128, grid_w=256, dim=16, n_heads=2, ffn_dim=32, n_vars=2,
+                             n_cond=2, time_freqs=8)
+    rows = [_cells(line) for line in _readme_section().splitlines() if re.match(r"\| \d+x\d+x\d+ \|", line)]
+    assert {r[0] for r in rows} >= {"2x2x1", "1x4x1"}
+    for layout_name, _, ours, naive, ratio, *_ in rows:
+        wp_h, wp_w, sp = (int(v) for v in layout_name.split("x"))
+        layout = WindowLayout.for_model(cfg, wp_h=wp_h, wp_w=wp_w, sp=sp)
+        closed = sum(b for b, _ in swipe_step_comm(layout, cfg, 1).values())
+        assert int(ours.replace(",", "")) == closed, layout_name
+        if sp == 1:
+            assert int(naive.replace(",", "")) == naive_step_bytes(layout, cfg, 1)
+            assert ratio == f"{naive_step_bytes(layout, cfg, 1) / closed:.1f}x"

@@ -17,6 +17,14 @@ from auroragpt.parallel.window_layout import WindowLayout
 
 Comm = dict[str, tuple[int, int]]  # {call kind: (bytes, messages)}
 
+# One Aurora tile (half an Intel Max 1550), for the paper-scale estimate. Peak: the bf16 GEMM rate
+# measured on one tile on pre-production Aurora (glennklockwood.com/garden/processors/pvc, from
+# docs.alcf.anl.gov/aurora/node-performance-overview). Link: 8 Slingshot-11 NICs per node
+# (docs.alcf.anl.gov/aurora/hardware-overview/machine-overview) x 200 Gb/s ports
+# (alcf.anl.gov/support-center/aurora/interconnect) shared by 12 tiles: 200 GB/s / 12.
+AURORA_TILE_PEAK_TFLOPS = 273.0
+AURORA_TILE_LINK_GBPS = 8 * 200 / 8 / 12
+
 
 def _roll(rows: int, cols: int, h: int, w: int, dh: int, dw: int) -> tuple[int, int]:
     """(points sent, messages) of one `halo_roll` of an h x w tile on a rows x cols tile grid."""
@@ -135,14 +143,17 @@ def naive_step_bytes(layout: WindowLayout, cfg: object, batch: int, elem: int = 
 
 
 def tile_estimate(cfg: object, layout: WindowLayout, *, pp: int, dp_shard: int, batch: int = 1,
-                  peak_tflops: float, link_gbps: float, elem: int = 2) -> dict[str, float]:
+                  peak_tflops: float, link_gbps: float, elem: int = 2, microbatches: int = 1) -> dict[str, float]:
     """Memory, traffic and step time of one tile (rank) for a layout too large to run.
 
     Assumptions, all explicit: weights bf16 + fp32 master + fp32 grads + Adam (18 B/param), sharded
     over pp x dp_shard; activations kept for backward ~ (8 dim + 3 ffn) values per point per block
-    (no checkpointing, one micro-batch in flight); `elem`-byte activations on the wire; compute at
-    `peak_tflops` (an upper bound on speed); `link_gbps` GB/s per tile for the SWiPe traffic, with
-    no overlap of compute and communication (a lower bound on speed).
+    for one micro-batch (no checkpointing); `elem`-byte activations on the wire; compute at
+    `peak_tflops` (an upper bound on speed); `link_gbps` GB/s per tile for all traffic, with no
+    overlap of compute and communication (a lower bound on speed). compute_s / comm_s are one
+    micro-batch of `batch` samples on one stage; a step runs `microbatches` of them through the
+    pp stages (1F1B: microbatches + pp - 1 slots) and gathers the stage's weights once (bf16,
+    fsdp_step_comm over dp_shard) and reduce-scatters their fp32 gradients once.
     """
     points = batch * layout.tile_h * layout.local_w
     blocks = cfg.n_layers / pp
@@ -152,5 +163,11 @@ def tile_estimate(cfg: object, layout: WindowLayout, *, pp: int, dp_shard: int, 
     comm_bytes = sum(b for b, _ in comm.values()) / pp
     compute_s = cfg.flops_per_point() * points / pp / (peak_tflops * 1e12)
     comm_s = comm_bytes / (link_gbps * 1e9)
+    stage_params = [[[math.ceil(cfg.num_params() / pp)]]]  # one unit, one flat parameter
+    gather = fsdp_step_comm(stage_params, dp_shard, elem=2, reshard_after_forward=False).get("fsdp.all_gather", (0, 0))[0]
+    scatter = fsdp_step_comm(stage_params, dp_shard, elem=4).get("fsdp.reduce_scatter", (0, 0))[0]
+    step_s = (microbatches + pp - 1) * (compute_s + comm_s) + (gather + scatter) / (link_gbps * 1e9)
+    flops = cfg.flops_per_point() * points / pp * microbatches
     return {"weights_gib": weights_gib, "activations_gib": acts_gib, "comm_gib": comm_bytes / 2**30,
-            "compute_s": compute_s, "comm_s": comm_s, "step_s_no_overlap": compute_s + comm_s}
+            "compute_s": compute_s, "comm_s": comm_s, "step_s_no_overlap": compute_s + comm_s,
+            "fsdp_gib": (gather + scatter) / 2**30, "step_s": step_s, "sustained_tflops": flops / step_s / 1e12}
