@@ -31,7 +31,7 @@ import torch.distributed as dist
 from auroragpt.parallel.comm_ledger import CommLedger
 from auroragpt.parallel.window import reduce_gradients, shard_field, window_group, window_parallelize
 from auroragpt.parallel.window_cost import (AURORA_TILE_LINK_GBPS, AURORA_TILE_PEAK_TFLOPS, naive_step_bytes,
-                                            swipe_step_comm, tile_estimate)
+                                            naive_step_comm, swipe_step_comm, tile_estimate)
 from auroragpt.parallel.window_layout import WindowLayout
 from auroragpt.weather import windows as win
 from auroragpt.weather.model import SwinDenoiser, get_weather_preset
@@ -230,14 +230,15 @@ def layout_row(args, cfg, spec: str, got: dict, base: tuple[float, float] | None
            "cpu_over_one_rank": got["cpu_all_ranks"] / base[1] if base and got["seconds"] else None}
     print(f"\nlayout wp_h x wp_w x sp = {spec} (tile {layout.tile_h} x {layout.tile_w} points = "
           f"{layout.tile_h // cfg.window_h} x {layout.tile_w // cfg.window_w} windows): measured == closed form: {row['equal']}")
-    for kind in sorted(set(measured) | set(model)):
-        print(f"  {kind:<22} measured {str(measured.get(kind)):<22} closed form {model.get(kind)}")
+    print("  " + CommLedger.from_snapshot(got["ledger"]).table(model).replace("\n", "\n  "))
     if "naive_ledger" in got:
         naive = sum(v["bytes"] for v in got["naive_ledger"].values())
-        row.update(naive_bytes=naive, naive_equal=naive == row["naive_model_bytes"], naive_over_ours=naive / ours,
+        row.update(naive_bytes=naive, naive_over_ours=naive / ours,
                    naive_output_gap=got["naive_output_gap"])
-        for kind, v in sorted(_comm(got["naive_ledger"]).items()):
-            print(f"  naive {kind:<16} measured {v}")
+        naive_model = naive_step_comm(layout, cfg, args.batch)
+        row["naive_equal"] = _comm(got["naive_ledger"]) == naive_model
+        print("  naive all-gather baseline:\n  "
+              + CommLedger.from_snapshot(got["naive_ledger"]).table(naive_model).replace("\n", "\n  "))
         print(f"  naive all-gather scheme: measured {naive} B/rank/step, closed form {row['naive_model_bytes']} "
               f"(equal: {row['naive_equal']}); output gap to SWiPe {got['naive_output_gap']:.2e}; "
               f"naive / ours = {naive / ours:.1f}x")

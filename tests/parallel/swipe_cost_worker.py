@@ -3,7 +3,7 @@ pipeline x window (x sequence) layouts, FSDP2 outside a window layout, and the n
 baseline of bench/swipe.py, so test_swipe_cost.py can set them beside the closed form.
 
 Started N times with RANK / WORLD_SIZE / SWIPE_INIT (a file:// rendezvous);
-argv: comma-separated specs ("pp2:1x2x1", "fsdp2:1x2x1", "naive:2x2x1"), output JSON path.
+argv: comma-separated specs ("pp2:1x2x1", "fsdp2:1x2x1", "naive:2x4x1"), output JSON path.
 """
 
 from __future__ import annotations
@@ -47,10 +47,12 @@ def _all_ledgers(ledger: CommLedger) -> list[dict]:
 
 
 def pipeline_step(net: SwinDenoiser, layout: WindowLayout, fused: bool) -> list[dict]:
-    """One forward + backward over 2 stages x the layout; every rank's ledger."""
-    g = window_group(layout, CommLedger(), stages=2)
-    stage = g.base // layout.world_size
-    peer = dataclasses.replace(g, base=(1 - stage) * layout.world_size)
+    """One forward + backward over 2 stages x the layout; every rank's ledger. A world larger than
+    2 x the layout runs several such pipelines side by side (ranks [2kn, 2(k+1)n) form pipeline k)."""
+    n = layout.world_size
+    g = window_group(layout, CommLedger(), stages=dist.get_world_size() // n)
+    pipe, stage = divmod(g.base // n, 2)
+    peer = dataclasses.replace(g, base=(2 * pipe + 1 - stage) * n)
     model = window_parallelize(copy.deepcopy(net), g)
     names = list(model.layers)
     dh, dw = (CFG.window_h // 2, CFG.window_w // 2) if fused else (0, 0)

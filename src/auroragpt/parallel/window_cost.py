@@ -134,12 +134,21 @@ def fsdp_step_comm(groups: Sequence[Sequence[Sequence[int]]], dp: int, elem: int
     return out
 
 
-def naive_step_bytes(layout: WindowLayout, cfg: object, batch: int, elem: int = 4) -> int:
-    """Bytes one rank sends if, instead, the whole D-channel field is all-gathered before every
-    shifted block (and its gradient reduce-scattered in backward)."""
+def naive_step_comm(layout: WindowLayout, cfg: object, batch: int, elem: int = 4) -> Comm:
+    """What one rank sends if, instead, the whole D-channel field is all-gathered before every
+    shifted block and its gradient reduce-scattered in backward (ring: n - 1 tiles each way)."""
     n = layout.world_size
-    local = batch * layout.tile_h * layout.local_w * cfg.dim * elem
-    return (cfg.n_layers // 2) * 2 * (n - 1) * local
+    tile = batch * layout.tile_h * layout.local_w * cfg.dim * elem
+    shifted = cfg.n_layers // 2
+    if n == 1 or not shifted:
+        return {}
+    return {"naive.all_gather": (shifted * (n - 1) * tile, shifted * (n - 1)),
+            "naive.reduce_scatter": (shifted * (n - 1) * tile, shifted * (n - 1))}
+
+
+def naive_step_bytes(layout: WindowLayout, cfg: object, batch: int, elem: int = 4) -> int:
+    """Total bytes of `naive_step_comm`."""
+    return sum(b for b, _ in naive_step_comm(layout, cfg, batch, elem).values())
 
 
 def tile_estimate(cfg: object, layout: WindowLayout, *, pp: int, dp_shard: int, batch: int = 1,
