@@ -260,7 +260,7 @@ def report(args) -> dict:
     if base:
         print(f"1 rank (1 thread): {base[0] * 1e3:.1f} ms wall, {base[1] * 1e3:.1f} ms CPU per training step")
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in args.layouts.split(","):
+        for spec in filter(None, args.layouts.split(",")):
             results["layouts"][spec] = layout_row(args, cfg, spec, run_layout(args, spec, Path(tmp)), base)
     ratios = {k: round(v["naive_over_ours"], 1) for k, v in results["layouts"].items() if "naive_over_ours" in v}
     print(f"\nmeasured naive all-gather / SWiPe bytes per rank and step: {ratios}")
@@ -303,8 +303,8 @@ def paper_row(preset: str, wp_h: int, wp_w: int, sp: int, pp: int, replicas: int
     est["tiles"] = tiles
     est["machine_eflops"] = est["sustained_tflops"] * tiles / 1e6
     row = (f"| {preset} | {wp_h}x{wp_w}x{sp}, pp {pp} | {replicas} ({dp_shard}) | {microbatches} | {tiles:,} | "
-           f"{est['weights_gib']:.1f} | {est['activations_gib']:.1f} | {est['comm_gib']:.2f} | {est['fsdp_gib']:.1f} | "
-           f"{est['compute_s']:.2f} + {est['comm_s']:.2f} | {est['step_s']:.1f} | "
+           f"{est['weights_gib']:.1f} | {est['activations_gib']:.1f} | {est['stage_comm_gib']:.2f} | {est['fsdp_gib']:.1f} | "
+           f"{est['compute_s']:.2f} + {est['stage_comm_s']:.2f} | {est['step_s']:.1f} | "
            f"{est['sustained_tflops']:.0f} | {est['machine_eflops']:.1f} |")
     return row, est
 

@@ -168,8 +168,8 @@ def test_readme_paper_scale_table_is_window_cost() -> None:
         est = tile_estimate(cfg, layout, pp=pp, dp_shard=dp_shard, microbatches=int(micro),
                             peak_tflops=AURORA_TILE_PEAK_TFLOPS, link_gbps=AURORA_TILE_LINK_GBPS)
         n_tiles = layout.world_size * pp * n_rep
-        want = [f"{n_tiles:,}", f"{est['weights_gib']:.1f}", f"{est['activations_gib']:.1f}", f"{est['comm_gib']:.2f}",
-                f"{est['fsdp_gib']:.1f}", f"{est['compute_s']:.2f} + {est['comm_s']:.2f}", f"{est['step_s']:.1f}",
+        want = [f"{n_tiles:,}", f"{est['weights_gib']:.1f}", f"{est['activations_gib']:.1f}", f"{est['stage_comm_gib']:.2f}",
+                f"{est['fsdp_gib']:.1f}", f"{est['compute_s']:.2f} + {est['stage_comm_s']:.2f}", f"{est['step_s']:.1f}",
                 f"{est['sustained_tflops']:.0f}", f"{est['sustained_tflops'] * n_tiles / 1e6:.1f}"]
         assert [tiles, weights, acts, swipe, fsdp, split, step, per_tile, machine] == want, preset
 

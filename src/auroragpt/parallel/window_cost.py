@@ -160,9 +160,11 @@ def tile_estimate(cfg: object, layout: WindowLayout, *, pp: int, dp_shard: int, 
     for one micro-batch (no checkpointing); `elem`-byte activations on the wire; compute at
     `peak_tflops` (an upper bound on speed); `link_gbps` GB/s per tile for all traffic, with no
     overlap of compute and communication (a lower bound on speed). compute_s / comm_s are one
-    micro-batch of `batch` samples on one stage; a step runs `microbatches` of them through the
-    pp stages (1F1B: microbatches + pp - 1 slots) and gathers the stage's weights once (bf16,
-    fsdp_step_comm over dp_shard) and reduce-scatters their fp32 gradients once.
+    micro-batch of `batch` samples on one stage (comm_s: the whole model's SWiPe traffic / pp);
+    stage_comm_s is the busiest stage's exact traffic, its stage sends included (blocks split
+    evenly, fused sends, `pipeline_step_comm`). A step runs `microbatches` of them through the pp
+    stages (1F1B: microbatches + pp - 1 slots of compute_s + stage_comm_s) and gathers the stage's
+    weights once (bf16, `fsdp_step_comm` over dp_shard) and reduce-scatters their fp32 gradients once.
     """
     points = batch * layout.tile_h * layout.local_w
     blocks = cfg.n_layers / pp
@@ -175,8 +177,13 @@ def tile_estimate(cfg: object, layout: WindowLayout, *, pp: int, dp_shard: int, 
     stage_params = [[[math.ceil(cfg.num_params() / pp)]]]  # one unit, one flat parameter
     gather = fsdp_step_comm(stage_params, dp_shard, elem=2, reshard_after_forward=False).get("fsdp.all_gather", (0, 0))[0]
     scatter = fsdp_step_comm(stage_params, dp_shard, elem=4).get("fsdp.reduce_scatter", (0, 0))[0]
-    step_s = (microbatches + pp - 1) * (compute_s + comm_s) + (gather + scatter) / (link_gbps * 1e9)
+    starts = [round(k * cfg.n_layers / pp) for k in range(pp)]
+    stage_bytes = max(sum(b for b, _ in stage.values())
+                      for stage in pipeline_step_comm(layout, cfg, batch, starts, fused=True, elem=elem))
+    stage_comm_s = stage_bytes / (link_gbps * 1e9)
+    step_s = (microbatches + pp - 1) * (compute_s + stage_comm_s) + (gather + scatter) / (link_gbps * 1e9)
     flops = cfg.flops_per_point() * points / pp * microbatches
     return {"weights_gib": weights_gib, "activations_gib": acts_gib, "comm_gib": comm_bytes / 2**30,
             "compute_s": compute_s, "comm_s": comm_s, "step_s_no_overlap": compute_s + comm_s,
+            "stage_comm_gib": stage_bytes / 2**30, "stage_comm_s": stage_comm_s,
             "fsdp_gib": (gather + scatter) / 2**30, "step_s": step_s, "sustained_tflops": flops / step_s / 1e12}
