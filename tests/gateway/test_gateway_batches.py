@@ -1,0 +1,170 @@
+"""Batches at the gateway with scheduler = "local": real gateway, batch-job and backend processes, driven
+through the official openai client as a user does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import openai
+import pytest
+from gateway_helpers import KEY, Gateway, kill_local_jobs, state_file, write_config
+
+from auroragpt.serve.auth import hash_key
+
+OTHER = "sk-gateway-other-key"
+PROMPTS = ["the quick brown fox", "a gateway starts", "def add(a, b):", "the lazy dog"]
+
+
+def _jsonl(lines: list[dict]) -> bytes:
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def _line(i: int, prompt: str, max_tokens: int = 8, **extra) -> dict:
+    return {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/completions",
+            "body": {"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, **extra}}
+
+
+def _wait(client: openai.OpenAI, batch_id: str, until: tuple[str, ...], timeout_s: float = 120) -> tuple[object, list[str]]:
+    """The batch once its status is one of `until`, and the statuses seen on the way."""
+    deadline, seen = time.monotonic() + timeout_s, []
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if not seen or seen[-1] != batch.status:
+            seen.append(batch.status)
+        if batch.status in until:
+            return batch, seen
+        assert batch.status not in ("completed", "failed", "cancelled"), f"batch ended early: {seen}, {batch.errors}"
+        assert time.monotonic() < deadline, f"batch stuck; statuses seen: {seen}"
+        time.sleep(0.1)
+
+
+def _batch_jobs(gw: Gateway) -> list[dict]:
+    return [j for j in gw.get("/v1/jobs")["data"] if "batch" in j]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
+
+
+def test_batch_upload_run_results_ownership_and_usage(model_dir, tmp_path):
+    config = write_config(tmp_path, model_dir, idle_timeout_s=300)
+    gw = Gateway(config, keys=f"{KEY},{OTHER}")
+    try:
+        client = gw.client()
+        # a bad upload is refused whole, naming the line and the field
+        bad = _jsonl([_line(0, "hi"), {"method": "POST", "url": "/v1/completions", "body": {}},
+                      {**_line(2, "hi"), "url": "/v1/embeddings"}])
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.files.create(file=("bad.jsonl", bad), purpose="batch")
+        message = caught.value.body["message"]
+        assert "line 2" in message and "custom_id" in message and "line 3" in message and "url" in message, message
+        # a body the live endpoint would refuse is refused when the batch is created
+        typo = client.files.create(file=("typo.jsonl", _jsonl([_line(0, "hi"), _line(1, "hi", temperature="hot")])),
+                                   purpose="batch")
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.batches.create(input_file_id=typo.id, endpoint="/v1/completions", completion_window="24h")
+        assert "line 2: body.temperature" in caught.value.body["message"], caught.value.body
+        assert client.batches.list().data == []
+
+        # a good file, with one line the backend refuses (max_tokens over its cap): that line fails alone
+        lines = [_line(i, p) for i, p in enumerate(PROMPTS)] + [_line(9, "too many", max_tokens=500)]
+        uploaded = client.files.create(file=("in.jsonl", _jsonl(lines)), purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
+        assert batch.status == "validating"
+        done, seen = _wait(client, batch.id, ("completed", "failed", "cancelled"))
+        assert done.status == "completed", (seen, done.errors, gw.read_log())
+        assert seen[0] == "validating" and set(seen) <= {"validating", "in_progress", "completed"}, seen
+        assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (5, 4, 1)
+        assert _batch_jobs(gw) == []  # the job has ended; its results are still there
+        results = {r["custom_id"]: r for r in map(json.loads, client.files.content(done.output_file_id).text.splitlines())}
+        errors = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+        assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("req-9", 400)]
+
+        # the same requests asked directly (a live replica) at temperature 0 answer the same
+        waiting = gw.client(default_headers={"X-Wait-For-Model": "true"}, timeout=150)
+        before = state_file(config)["usage"].get(hash_key(KEY), {"prompt_tokens": 0, "completion_tokens": 0})
+        for i, prompt in enumerate(PROMPTS):
+            direct = waiting.completions.create(model="tiny", prompt=prompt, max_tokens=8, temperature=0)
+            assert results[f"req-{i}"]["response"]["status_code"] == 200
+            assert results[f"req-{i}"]["response"]["body"]["choices"][0]["text"] == direct.choices[0].text
+
+        # batch tokens were charged to the key (before the live requests above)
+        batch_tokens = sum(r["response"]["body"]["usage"]["completion_tokens"] for r in results.values())
+        assert batch_tokens > 0 and before["completion_tokens"] == batch_tokens, (before, batch_tokens)
+        assert before["requests"] == 4
+
+        # another key sees none of it
+        other = openai.OpenAI(base_url=gw.base + "/v1", api_key=OTHER, max_retries=0)
+        for call in (lambda: other.batches.retrieve(batch.id), lambda: other.files.content(done.output_file_id),
+                     lambda: other.files.retrieve(uploaded.id), lambda: other.batches.cancel(batch.id)):
+            with pytest.raises(openai.NotFoundError):
+                call()
+        assert other.batches.list().data == [] and other.files.list().data == []
+        assert [b.id for b in client.batches.list().data] == [batch.id]
+    finally:
+        gw.stop()
+        kill_local_jobs(config)
+
+
+def test_batch_survives_a_gateway_restart_and_cancel_kills_its_job(model_dir, tmp_path):
+    config = write_config(tmp_path, model_dir, idle_timeout_s=300)
+    # two slots: the batch lasts a few seconds, long enough to restart the gateway under it
+    config.write_text(config.read_text() + 'batch_serve_args = ["--max-batch", "2"]\n')
+    gw = Gateway(config)
+    pids = []
+    try:
+        client = gw.client()
+        # the batch job paused (SIGSTOP) while the gateway stops and starts again: the new gateway finds it
+        # still running, then its results once it is let go
+        lines = [_line(i, PROMPTS[i % 4], max_tokens=190, ignore_eos=True) for i in range(12)]
+        uploaded = client.files.create(file=("long.jsonl", _jsonl(lines)), purpose="batch")
+        first = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
+        _wait(client, first.id, ("in_progress",))
+        pids.append(int(_batch_jobs(gw)[0]["id"].split("-")[1]))
+        os.killpg(pids[0], signal.SIGSTOP)
+        client.close()
+        gw.stop()
+        gw = Gateway(config)
+        client = gw.client()
+        time.sleep(1)  # a few polls of the new gateway
+        again = client.batches.retrieve(first.id)
+        assert again.status == "in_progress" and again.request_counts.total == 12, again
+        assert [j["batch"] for j in _batch_jobs(gw)] == [first.id]
+        os.killpg(pids[0], signal.SIGCONT)
+        done, _ = _wait(client, first.id, ("completed",))
+        assert done.request_counts.completed == 12, done
+        outputs = client.files.content(done.output_file_id).text.splitlines()
+        assert sorted(json.loads(x)["custom_id"] for x in outputs) == sorted(line["custom_id"] for line in lines)
+        assert all(json.loads(x)["response"]["body"]["usage"]["completion_tokens"] == 190 for x in outputs)
+        assert state_file(config)["submits"] == 0  # no model server was needed for any of it
+
+        # cancel: the job is killed, the batch ends cancelled and never completes
+        second = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
+        _wait(client, second.id, ("in_progress",))
+        pid = int(_batch_jobs(gw)[0]["id"].split("-")[1])
+        pids.append(pid)
+        assert _alive(pid)
+        assert client.batches.cancel(second.id).status == "cancelling"
+        cancelled, _ = _wait(client, second.id, ("cancelled", "completed", "failed"), timeout_s=30)
+        assert cancelled.status == "cancelled" and cancelled.output_file_id is None
+        assert not _alive(pid) and _batch_jobs(gw) == []
+        time.sleep(1)
+        assert client.batches.retrieve(second.id).status == "cancelled"
+        r = httpx.get(gw.base + f"/v1/batches/{second.id}", headers=gw.headers)
+        assert r.json()["cancelled_at"] is not None
+    finally:
+        gw.stop()
+        kill_local_jobs(config)
+        for pid in pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
