@@ -114,7 +114,7 @@ def test_batch_upload_run_results_ownership_and_usage(model_dir, tmp_path):
         kill_local_jobs(config)
 
 
-def test_batch_survives_a_gateway_restart_and_cancel_kills_its_job(model_dir, tmp_path):
+def test_batch_survives_a_gateway_restart_cancel_kills_its_job_and_a_dead_job_fails_it(model_dir, tmp_path):
     config = write_config(tmp_path, model_dir, idle_timeout_s=300)
     # two slots: the batch lasts a few seconds, long enough to restart the gateway under it
     config.write_text(config.read_text() + 'batch_serve_args = ["--max-batch", "2"]\n')
@@ -160,6 +160,18 @@ def test_batch_survives_a_gateway_restart_and_cancel_kills_its_job(model_dir, tm
         assert client.batches.retrieve(second.id).status == "cancelled"
         r = httpx.get(gw.base + f"/v1/batches/{second.id}", headers=gw.headers)
         assert r.json()["cancelled_at"] is not None
+
+        # a job that dies (here while it loads the model) fails its batch, pointing at the job's log
+        third = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
+        deadline = time.monotonic() + 30
+        while not _batch_jobs(gw) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids.append(int(_batch_jobs(gw)[0]["id"].split("-")[1]))
+        os.killpg(pids[-1], signal.SIGKILL)
+        failed, _ = _wait(client, third.id, ("failed", "completed"), timeout_s=30)
+        assert failed.status == "failed" and failed.output_file_id is None
+        assert "ended without writing its results" in failed.errors.data[0].message
+        assert f"{third.id}.log" in failed.errors.data[0].message
     finally:
         gw.stop()
         kill_local_jobs(config)
