@@ -180,3 +180,61 @@ def test_batch_survives_a_gateway_restart_cancel_kills_its_job_and_a_dead_job_fa
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_batch_job_on_slurm_is_sized_for_throughput_and_followed_to_its_results(model_dir, tmp_path, monkeypatch):
+    """The Slurm path with stand-in sbatch/squeue/scancel (a real cluster is not needed to check what is
+    submitted, how a finished job's results are adopted, and that cancel calls scancel)."""
+    import asyncio
+
+    from auroragpt.gateway.batches import GatewayBatches
+    from auroragpt.gateway.config import load_gateway_config
+    from auroragpt.gateway.jobs import scheduler_for
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, answer in (("sbatch", "4242"), ("squeue", "RUNNING"), ("scancel", "")):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho {name} "$@" >> {tmp_path}/calls\necho {answer}\n')
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    config = write_config(tmp_path, model_dir, scheduler="slurm", extra_site='submit_args = ["-A", "proj"]')
+    config.write_text(config.read_text() + 'batch_submit_args = ["--time=04:00:00"]\n')
+    cfg = load_gateway_config(config)
+    charged = []
+
+    async def scenario():
+        store = GatewayBatches(cfg, {n: scheduler_for(s, cfg.state_dir) for n, s in cfg.sites.items()},
+                               lambda key, usages: charged.append((key, usages)))
+        uploaded = store.add_file(_jsonl([_line(0, "hi"), _line(1, "ho")]), "in.jsonl", "batch", "key-a")
+        batch = store.create_batch({"input_file_id": uploaded["id"], "endpoint": "/v1/completions"}, "key-a")
+        await store.poll_once()
+        job = store.jobs[batch["id"]]
+        assert job.id == "4242" and batch["status"] == "validating"
+        calls = (tmp_path / "calls").read_text().split()
+        assert calls[:4] == ["sbatch", "--parsable", "-A", "proj"] and calls[4] == "--time=04:00:00"
+        script = open(calls[5]).read()
+        assert "-m auroragpt.gateway.batchmain" in script and "--max-batch 8 --max-tokens-cap 200" in script
+        assert script.rstrip().endswith("--max-batch 32")  # batch_serve_args come last, so they win
+        # what the job writes when it is done
+        work = cfg.state_dir / "batches" / batch["id"]
+        record = {"custom_id": "req-0", "response": {"status_code": 200, "body": {"usage": {"prompt_tokens": 3, "completion_tokens": 5}}}}
+        (work / "output.jsonl").write_text(json.dumps(record) + "\n")
+        (work / "progress.json").write_text(json.dumps({"status": "completed", "done": True, "errors": None,
+                                                        "request_counts": {"total": 2, "completed": 1, "failed": 1}}))
+        await store.poll_once()
+        assert batch["status"] == "completed" and batch["error_file_id"] is None
+        assert store.file_content(batch["output_file_id"], "key-a") == (json.dumps(record) + "\n").encode()
+        assert charged == [("key-a", [(3, 5)])] and not work.exists()
+        # a restarted gateway sees the same batch and files
+        again = GatewayBatches(cfg, store.schedulers, lambda key, usages: None)
+        assert again.get_batch(batch["id"], "key-a") == batch
+        assert again.list_files("key-a")[0]["id"] == batch["output_file_id"]
+
+        second = store.create_batch({"input_file_id": uploaded["id"], "endpoint": "/v1/completions"}, "key-a")
+        await store.poll_once()
+        store.cancel_batch(second["id"], "key-a")
+        await store.poll_once()
+        assert second["status"] == "cancelled"
+        assert (tmp_path / "calls").read_text().splitlines()[-1] == "scancel 4242"
+
+    asyncio.run(scenario())
