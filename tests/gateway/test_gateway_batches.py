@@ -238,3 +238,59 @@ def test_batch_job_on_slurm_is_sized_for_throughput_and_followed_to_its_results(
         assert (tmp_path / "calls").read_text().splitlines()[-1] == "scancel 4242"
 
     asyncio.run(scenario())
+
+
+def _left_squeue(job_id: str, timeout_s: float = 30) -> bool:
+    import subprocess
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
+        if out.strip() in ("", "CANCELLED", "COMPLETED"):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_batch_on_a_real_slurm_cluster(slurm_cluster, model_dir, tmp_path):
+    """sbatch runs the batch; results after the job has left squeue; cancel is an scancel."""
+    import subprocess
+
+    config = write_config(tmp_path, model_dir, scheduler="slurm")
+    gw = Gateway(config)
+    try:
+        client = gw.client()
+        uploaded = client.files.create(file=("in.jsonl", _jsonl([_line(i, p) for i, p in enumerate(PROMPTS)])), purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
+        deadline = time.monotonic() + 240
+        while not _batch_jobs(gw) and client.batches.retrieve(batch.id).status == "validating":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        job_id = _batch_jobs(gw)[0]["id"] if _batch_jobs(gw) else None
+        try:
+            done, seen = _wait(client, batch.id, ("completed", "failed"), timeout_s=240)
+        except AssertionError:
+            state = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True).stdout
+            if state.startswith("PENDING"):
+                pytest.skip(f"the one-node cluster is busy: batch job {job_id} still PENDING after 240 s")
+            raise
+        assert done.status == "completed" and done.request_counts.completed == 4, (seen, done.errors)
+        assert _left_squeue(job_id)  # the job has ended; its results are still there
+        texts = [json.loads(x)["response"]["body"]["choices"][0]["text"] for x in client.files.content(done.output_file_id).text.splitlines()]
+        assert len(texts) == 4 and all(isinstance(t, str) for t in texts)
+
+        long = [_line(i, PROMPTS[i % 4], max_tokens=190, ignore_eos=True) for i in range(32)]
+        long_file = client.files.create(file=("long.jsonl", _jsonl(long)), purpose="batch")
+        second = client.batches.create(input_file_id=long_file.id, endpoint="/v1/completions", completion_window="24h")
+        while not _batch_jobs(gw):
+            assert time.monotonic() < deadline + 60
+            time.sleep(0.1)
+        job_id = _batch_jobs(gw)[0]["id"]
+        assert client.batches.cancel(second.id).status == "cancelling"
+        cancelled, _ = _wait(client, second.id, ("cancelled",), timeout_s=60)
+        assert cancelled.output_file_id is None
+        assert _left_squeue(job_id)
+        job_log = config.parent / "state" / "jobs" / f"{second.id}.log"
+        assert "batch finished" not in (job_log.read_text() if job_log.exists() else "")
+    finally:
+        gw.stop()
