@@ -66,12 +66,18 @@ def test_batch_upload_run_results_ownership_and_usage(model_dir, tmp_path):
             client.files.create(file=("bad.jsonl", bad), purpose="batch")
         message = caught.value.body["message"]
         assert "line 2" in message and "custom_id" in message and "line 3" in message and "url" in message, message
-        # a body the live endpoint would refuse is refused when the batch is created
-        typo = client.files.create(file=("typo.jsonl", _jsonl([_line(0, "hi"), _line(1, "hi", temperature="hot")])),
-                                   purpose="batch")
+        # so is a body the live endpoint would refuse, or a model not served here
+        typo = _jsonl([_line(0, "hi"), _line(1, "hi", temperature="hot"), _line(2, "hi", model="huge")])
         with pytest.raises(openai.BadRequestError) as caught:
-            client.batches.create(input_file_id=typo.id, endpoint="/v1/completions", completion_window="24h")
-        assert "line 2: body.temperature" in caught.value.body["message"], caught.value.body
+            client.files.create(file=("typo.jsonl", typo), purpose="batch")
+        message = caught.value.body["message"]
+        assert "line 2: body.temperature" in message and "line 3: model 'huge'" in message, message
+        assert client.files.list().data == []
+        # a batch whose endpoint is not its lines' url is refused when it is created
+        ok = client.files.create(file=("ok.jsonl", _jsonl([_line(0, "hi")])), purpose="batch")
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.batches.create(input_file_id=ok.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert "are for /v1/completions" in caught.value.body["message"]
         assert client.batches.list().data == []
 
         # a good file, with one line the backend refuses (max_tokens over its cap): that line fails alone
@@ -109,6 +115,7 @@ def test_batch_upload_run_results_ownership_and_usage(model_dir, tmp_path):
                 call()
         assert other.batches.list().data == [] and other.files.list().data == []
         assert [b.id for b in client.batches.list().data] == [batch.id]
+        assert [f.id for f in client.files.list(purpose="batch").data] == [uploaded.id, ok.id]  # newest first
     finally:
         gw.stop()
         kill_local_jobs(config)

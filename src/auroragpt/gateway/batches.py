@@ -59,6 +59,7 @@ class GatewayBatches(BatchStore):
         self.batch_dir.mkdir(parents=True, exist_ok=True)
         self.jobs: dict[str, Job] = {}  # batch id -> the job running it
         self.models: dict[str, str] = {}  # batch id -> the model its lines name
+        self.inputs: dict[str, dict] = {}  # input file id -> {"endpoint", "model"} its checked lines name
         self._seq: dict[str, int] = {}  # id -> creation order (listings are newest first)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -70,7 +71,7 @@ class GatewayBatches(BatchStore):
 
     def _save_file(self, fid: str) -> None:
         write_atomically(self._meta(fid), json.dumps({"file": self.files[fid], "owner": self.owners[fid],
-                                                      "seq": self._seq[fid]}))
+                                                      "seq": self._seq[fid], "input": self.inputs.get(fid)}))
 
     def _save_batch(self, bid: str) -> None:
         job = self.jobs.get(bid)
@@ -89,6 +90,8 @@ class GatewayBatches(BatchStore):
             if "file" in record:
                 fid = record["file"]["id"]
                 self.files[fid], self.owners[fid], self._seq[fid] = record["file"], record["owner"], record["seq"]
+                if record.get("input"):
+                    self.inputs[fid] = record["input"]
                 continue
             bid = record["batch"]["id"]
             self.batches[bid], self.owners[bid], self._seq[bid] = record["batch"], record["owner"], record["seq"]
@@ -99,11 +102,20 @@ class GatewayBatches(BatchStore):
 
     # --- files -----------------------------------------------------------------------------
     def add_file(self, data: bytes, filename: str, purpose: str, owner: str, fid: str | None = None) -> dict:
+        """Store a file; a batch input is checked whole first: every line against the Batch API's line
+        shape and its body against the live endpoint's schema, all for one served model. (Blocking for a
+        big file: serve's upload route calls this off the event loop.)"""
+        checked = None
         if purpose == "batch":
-            _, errors = check_lines(data)
-            if errors:
-                raise _refusal(errors, f"the batch input file {filename}", "file")
+            numbered, errors = check_lines(data)
+            endpoint = numbered[0][1]["url"] if numbered else None
+            model, body_errors = self._check_bodies(numbered, endpoint) if endpoint else ("", [])
+            if errors or body_errors:
+                raise _refusal(errors + body_errors, f"the batch input file {filename}", "file")
+            checked = {"endpoint": endpoint, "model": model}
         info = super().add_file(data, filename, purpose, owner, fid)
+        if checked:
+            self.inputs[info["id"]] = checked
         self._seq.setdefault(info["id"], time.time_ns())
         self._save_file(info["id"])
         return info
@@ -122,13 +134,15 @@ class GatewayBatches(BatchStore):
         return batch
 
     def _start(self, batch: dict, owner: str) -> None:
-        """Check every line against the batch endpoint and the live endpoint's schema, and pick the model."""
-        numbered, errors = check_lines(self.file_content(batch["input_file_id"], owner), batch["endpoint"])
-        model, body_errors = self._check_bodies(numbered, batch["endpoint"])
-        errors += body_errors
-        if errors:
-            raise _refusal(errors, f"input file {batch['input_file_id']}", "input_file_id")
-        self.models[batch["id"]] = model
+        """The input was checked when it was uploaded: here only its lines' url must be the batch's endpoint."""
+        fid = batch["input_file_id"]
+        checked = self.inputs.get(fid)
+        if checked is None:
+            raise APIError(400, f"file {fid} was not uploaded with purpose 'batch'", param="input_file_id")
+        if checked["endpoint"] != batch["endpoint"]:
+            raise APIError(400, f"the lines of file {fid} are for {checked['endpoint']}, not {batch['endpoint']}; "
+                           f"create the batch with endpoint={checked['endpoint']!r}", param="endpoint")
+        self.models[batch["id"]] = checked["model"]
 
     def _check_bodies(self, numbered: list[tuple[int, dict]], endpoint: str) -> tuple[str, list[dict]]:
         kind = protocol.ChatRequest if endpoint.endswith("chat/completions") else protocol.CompletionRequest
