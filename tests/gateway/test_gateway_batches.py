@@ -131,7 +131,7 @@ def test_batch_survives_a_gateway_restart_cancel_kills_its_job_and_a_dead_job_fa
         client = gw.client()
         # the batch job paused (SIGSTOP) while the gateway stops and starts again: the new gateway finds it
         # still running, then its results once it is let go
-        lines = [_line(i, PROMPTS[i % 4], max_tokens=190, ignore_eos=True) for i in range(12)]
+        lines = [_line(i, PROMPTS[i % 4], max_tokens=100, ignore_eos=True) for i in range(12)]
         uploaded = client.files.create(file=("long.jsonl", _jsonl(lines)), purpose="batch")
         first = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
         _wait(client, first.id, ("in_progress",))
@@ -150,7 +150,7 @@ def test_batch_survives_a_gateway_restart_cancel_kills_its_job_and_a_dead_job_fa
         assert done.request_counts.completed == 12, done
         outputs = client.files.content(done.output_file_id).text.splitlines()
         assert sorted(json.loads(x)["custom_id"] for x in outputs) == sorted(line["custom_id"] for line in lines)
-        assert all(json.loads(x)["response"]["body"]["usage"]["completion_tokens"] == 190 for x in outputs)
+        assert all(json.loads(x)["response"]["body"]["usage"]["completion_tokens"] == 100 for x in outputs)
         assert state_file(config)["submits"] == 0  # no model server was needed for any of it
 
         # cancel: the job is killed, the batch ends cancelled and never completes
@@ -281,6 +281,8 @@ def test_batch_on_a_real_slurm_cluster(slurm_cluster, model_dir, tmp_path):
             if state.startswith("PENDING"):
                 pytest.skip(f"the one-node cluster is busy: batch job {job_id} still PENDING after 240 s")
             raise
+        if done.status == "failed" and "Unable to contact slurm controller" in done.errors.data[0].message:
+            pytest.skip(f"the shared Slurm controller went away during the test: {done.errors.data[0].message}")
         assert done.status == "completed" and done.request_counts.completed == 4, (seen, done.errors)
         assert _left_squeue(job_id)  # the job has ended; its results are still there
         texts = [json.loads(x)["response"]["body"]["choices"][0]["text"] for x in client.files.content(done.output_file_id).text.splitlines()]

@@ -153,8 +153,9 @@ class GatewayBatches(BatchStore):
                 req = kind.model_validate(line["body"])
             except ValidationError as err:
                 bad = protocol.validation_error(err)
-                errors.append({"code": "invalid_request", "message": f"line {number}: body.{bad.message}",
-                               "param": f"body.{bad.param}", "line": number})
+                field = f"body.{bad.param}" if bad.param else "body"
+                errors.append({"code": "invalid_request", "line": number, "param": field,
+                               "message": f"line {number}: {field}{bad.message.removeprefix(bad.param or 'body')}"})
                 continue
             name = req.model or (next(iter(models)) if len(models) == 1 else None)
             if name not in models:
