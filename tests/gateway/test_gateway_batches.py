@@ -59,6 +59,9 @@ def test_batch_upload_run_results_ownership_and_usage(model_dir, tmp_path):
     gw = Gateway(config, keys=f"{KEY},{OTHER}")
     try:
         client = gw.client()
+        # a live request first: its model server (asked later for the direct answers) starts meanwhile
+        cold = httpx.post(gw.base + "/v1/completions", headers=gw.headers, timeout=30, json={"model": "tiny", "prompt": "hi"})
+        assert cold.status_code == 503, cold.text
         # a bad upload is refused whole, naming the line and the field
         bad = _jsonl([_line(0, "hi"), {"method": "POST", "url": "/v1/completions", "body": {}},
                       {**_line(2, "hi"), "url": "/v1/embeddings"}])
