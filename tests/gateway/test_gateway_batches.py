@@ -132,14 +132,30 @@ def test_batch_survives_a_gateway_restart_cancel_kills_its_job_and_a_dead_job_fa
     pids = []
     try:
         client = gw.client()
-        # the batch job paused (SIGSTOP) while the gateway stops and starts again: the new gateway finds it
-        # still running, then its results once it is let go
         lines = [_line(i, PROMPTS[i % 4], max_tokens=100, ignore_eos=True) for i in range(12)]
         uploaded = client.files.create(file=("long.jsonl", _jsonl(lines)), purpose="batch")
+        longer = [_line(i, PROMPTS[i % 4], max_tokens=190, ignore_eos=True) for i in range(32)]
+        longer_file = client.files.create(file=("longer.jsonl", _jsonl(longer)), purpose="batch")
+        # two batches at once (their jobs load side by side): one to cancel, one to restart the gateway under
+        doomed = client.batches.create(input_file_id=longer_file.id, endpoint="/v1/completions", completion_window="24h")
         first = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
+
+        # cancel: the job is killed, the batch ends cancelled and never completes
+        _wait(client, doomed.id, ("in_progress",))
+        pid = next(int(j["id"].split("-")[1]) for j in _batch_jobs(gw) if j["batch"] == doomed.id)
+        pids.append(pid)
+        assert _alive(pid)
+        assert client.batches.cancel(doomed.id).status == "cancelling"
+        cancelled, _ = _wait(client, doomed.id, ("cancelled", "completed", "failed"), timeout_s=30)
+        assert cancelled.status == "cancelled" and cancelled.output_file_id is None
+        assert cancelled.cancelled_at is not None
+        assert not _alive(pid) and [j["batch"] for j in _batch_jobs(gw)] == [first.id]
+
+        # the other batch's job paused (SIGSTOP) while the gateway stops and starts again: the new gateway
+        # finds it still running, then its results once it is let go
         _wait(client, first.id, ("in_progress",))
         pids.append(int(_batch_jobs(gw)[0]["id"].split("-")[1]))
-        os.killpg(pids[0], signal.SIGSTOP)
+        os.killpg(pids[-1], signal.SIGSTOP)
         client.close()
         gw.stop()
         gw = Gateway(config)
@@ -148,28 +164,14 @@ def test_batch_survives_a_gateway_restart_cancel_kills_its_job_and_a_dead_job_fa
         again = client.batches.retrieve(first.id)
         assert again.status == "in_progress" and again.request_counts.total == 12, again
         assert [j["batch"] for j in _batch_jobs(gw)] == [first.id]
-        os.killpg(pids[0], signal.SIGCONT)
+        assert client.batches.retrieve(doomed.id).status == "cancelled"
+        os.killpg(pids[-1], signal.SIGCONT)
         done, _ = _wait(client, first.id, ("completed",))
         assert done.request_counts.completed == 12, done
         outputs = client.files.content(done.output_file_id).text.splitlines()
         assert sorted(json.loads(x)["custom_id"] for x in outputs) == sorted(line["custom_id"] for line in lines)
         assert all(json.loads(x)["response"]["body"]["usage"]["completion_tokens"] == 100 for x in outputs)
         assert state_file(config)["submits"] == 0  # no model server was needed for any of it
-
-        # cancel: the job is killed, the batch ends cancelled and never completes
-        second = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
-        _wait(client, second.id, ("in_progress",))
-        pid = int(_batch_jobs(gw)[0]["id"].split("-")[1])
-        pids.append(pid)
-        assert _alive(pid)
-        assert client.batches.cancel(second.id).status == "cancelling"
-        cancelled, _ = _wait(client, second.id, ("cancelled", "completed", "failed"), timeout_s=30)
-        assert cancelled.status == "cancelled" and cancelled.output_file_id is None
-        assert not _alive(pid) and _batch_jobs(gw) == []
-        time.sleep(1)
-        assert client.batches.retrieve(second.id).status == "cancelled"
-        r = httpx.get(gw.base + f"/v1/batches/{second.id}", headers=gw.headers)
-        assert r.json()["cancelled_at"] is not None
 
         # a job that dies (here while it loads the model) fails its batch, pointing at the job's log
         third = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
