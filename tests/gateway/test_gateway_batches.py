@@ -136,13 +136,22 @@ def test_batch_survives_a_gateway_restart_cancel_kills_its_job_and_a_dead_job_fa
         uploaded = client.files.create(file=("long.jsonl", _jsonl(lines)), purpose="batch")
         longer = [_line(i, PROMPTS[i % 4], max_tokens=190, ignore_eos=True) for i in range(32)]
         longer_file = client.files.create(file=("longer.jsonl", _jsonl(longer)), purpose="batch")
-        # two batches at once (their jobs load side by side): one to cancel, one to restart the gateway under
+        # two batches at once (their jobs load side by side): one to restart the gateway under, one to cancel
         doomed = client.batches.create(input_file_id=longer_file.id, endpoint="/v1/completions", completion_window="24h")
         first = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
 
+        def job_pid(batch_id: str) -> int:
+            return next(int(j["id"].split("-")[1]) for j in _batch_jobs(gw) if j["batch"] == batch_id)
+
+        # the first batch's job is paused (SIGSTOP) as soon as it runs, so it provably still runs while the
+        # gateway restarts; it is let go afterwards
+        _wait(client, first.id, ("in_progress",))
+        pids.append(job_pid(first.id))
+        os.killpg(pids[-1], signal.SIGSTOP)
+
         # cancel: the job is killed, the batch ends cancelled and never completes
         _wait(client, doomed.id, ("in_progress",))
-        pid = next(int(j["id"].split("-")[1]) for j in _batch_jobs(gw) if j["batch"] == doomed.id)
+        pid = job_pid(doomed.id)
         pids.append(pid)
         assert _alive(pid)
         assert client.batches.cancel(doomed.id).status == "cancelling"
@@ -151,11 +160,6 @@ def test_batch_survives_a_gateway_restart_cancel_kills_its_job_and_a_dead_job_fa
         assert cancelled.cancelled_at is not None
         assert not _alive(pid) and [j["batch"] for j in _batch_jobs(gw)] == [first.id]
 
-        # the other batch's job paused (SIGSTOP) while the gateway stops and starts again: the new gateway
-        # finds it still running, then its results once it is let go
-        _wait(client, first.id, ("in_progress",))
-        pids.append(int(_batch_jobs(gw)[0]["id"].split("-")[1]))
-        os.killpg(pids[-1], signal.SIGSTOP)
         client.close()
         gw.stop()
         gw = Gateway(config)
@@ -165,7 +169,7 @@ def test_batch_survives_a_gateway_restart_cancel_kills_its_job_and_a_dead_job_fa
         assert again.status == "in_progress" and again.request_counts.total == 12, again
         assert [j["batch"] for j in _batch_jobs(gw)] == [first.id]
         assert client.batches.retrieve(doomed.id).status == "cancelled"
-        os.killpg(pids[-1], signal.SIGCONT)
+        os.killpg(pids[0], signal.SIGCONT)
         done, _ = _wait(client, first.id, ("completed",))
         assert done.request_counts.completed == 12, done
         outputs = client.files.content(done.output_file_id).text.splitlines()
@@ -209,16 +213,19 @@ def test_batch_job_on_slurm_is_sized_for_throughput_and_followed_to_its_results(
         (bin_dir / name).write_text(f'#!/bin/sh\necho {name} "$@" >> {tmp_path}/calls\necho {answer}\n')
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    config = write_config(tmp_path, model_dir, scheduler="slurm", extra_site='submit_args = ["-A", "proj"]')
+    config = write_config(tmp_path, model_dir, scheduler="slurm", extra_site='submit_args = ["-A", "proj"]\nmax_jobs = 1')
     config.write_text(config.read_text() + 'batch_submit_args = ["--time=04:00:00"]\n')
     cfg = load_gateway_config(config)
-    charged = []
+    charged, servers = [], {"here": 1}
 
     async def scenario():
         store = GatewayBatches(cfg, {n: scheduler_for(s, cfg.state_dir) for n, s in cfg.sites.items()},
-                               lambda key, usages: charged.append((key, usages)))
+                               lambda key, usages: charged.append((key, usages)), lambda site: servers[site])
         uploaded = store.add_file(_jsonl([_line(0, "hi"), _line(1, "ho")]), "in.jsonl", "batch", "key-a")
         batch = store.create_batch({"input_file_id": uploaded["id"], "endpoint": "/v1/completions"}, "key-a")
+        await store.poll_once()  # the site's one job (max_jobs = 1) is a model server: the batch waits
+        assert batch["status"] == "validating" and batch["id"] not in store.jobs
+        servers["here"] = 0
         await store.poll_once()
         job = store.jobs[batch["id"]]
         assert job.id == "4242" and batch["status"] == "validating"
@@ -227,6 +234,9 @@ def test_batch_job_on_slurm_is_sized_for_throughput_and_followed_to_its_results(
         script = open(calls[5]).read()
         assert "-m auroragpt.gateway.batchmain" in script and "--max-batch 8 --max-tokens-cap 200" in script
         assert script.rstrip().endswith("--max-batch 32")  # batch_serve_args come last, so they win
+        second = store.create_batch({"input_file_id": uploaded["id"], "endpoint": "/v1/completions"}, "key-a")
+        await store.poll_once()  # nor does a second batch get a job while the first runs
+        assert second["status"] == "validating" and second["id"] not in store.jobs
         # what the job writes when it is done
         work = cfg.state_dir / "batches" / batch["id"]
         record = {"custom_id": "req-0", "response": {"status_code": 200, "body": {"usage": {"prompt_tokens": 3, "completion_tokens": 5}}}}
@@ -242,8 +252,7 @@ def test_batch_job_on_slurm_is_sized_for_throughput_and_followed_to_its_results(
         assert again.get_batch(batch["id"], "key-a") == batch
         assert again.list_files("key-a")[0]["id"] == batch["output_file_id"]
 
-        second = store.create_batch({"input_file_id": uploaded["id"], "endpoint": "/v1/completions"}, "key-a")
-        await store.poll_once()
+        assert second["id"] in store.jobs  # submitted once the first batch's job was done
         store.cancel_batch(second["id"], "key-a")
         await store.poll_once()
         assert second["status"] == "cancelled"

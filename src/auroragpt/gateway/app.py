@@ -176,7 +176,8 @@ def create_gateway_app(cfg: GatewayConfig, keys: KeyChecker | None = None) -> Fa
     g = cfg.gateway
     state = GatewayState(g, keys or KeyChecker([]), RateLimiter(g.rate_limit_rps, g.rate_limit_tpm), pool,
                          GatewayMetrics(pool))
-    state.store = GatewayBatches(cfg, pool.schedulers, lambda key, usages: _account_batch(state, key, usages))
+    state.store = GatewayBatches(cfg, pool.schedulers, lambda key, usages: _account_batch(state, key, usages),
+                                 lambda site: sum(1 for j in pool.registry.jobs.values() if j.site == site))
 
     @asynccontextmanager
     async def lifespan(_app):

@@ -5,10 +5,12 @@ with three differences: every file's and batch's metadata is a small JSON file i
 state folder (written atomically; a restarted gateway finds them), the input is checked when it
 is uploaded and when the batch is created (a 400 naming the line and the field, instead of a
 batch that fails later), and a batch runs as one scheduler job (`gateway.batchmain`) on the
-model's site, served with `batch_serve_args` (more slots) and submitted with
-`batch_submit_args`. A poller follows each batch: validating (job queued) -> in_progress (the
-job reports progress) -> completed/failed, adopting the job's output and error files as files
-of the batch's owner and charging their tokens to the owner's usage; cancel cancels the job.
+first of the model's sites below its `max_jobs` (model servers and running batches counted; when
+none has room the batch waits, validating), served with `batch_serve_args` (more slots) and
+submitted with `batch_submit_args`. A poller follows each batch: validating (job queued or
+loading) -> in_progress (the job reports progress) -> completed/failed, adopting the job's output
+and error files as files of the batch's owner and charging their tokens to the owner's usage;
+cancel cancels the job.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ def _no_run_one(endpoint: str, body: dict, key_id: str):
 class GatewayBatches(BatchStore):
     """Files and batches of the gateway's callers; each batch is one scheduler job."""
 
-    def __init__(self, cfg: GatewayConfig, schedulers: dict[str, Scheduler], account: Account) -> None:
+    def __init__(self, cfg: GatewayConfig, schedulers: dict[str, Scheduler], account: Account,
+                 server_jobs: Callable[[str], int] = lambda site: 0) -> None:
         super().__init__(cfg.state_dir, _no_run_one)
         self.cfg, self.schedulers, self.account = cfg, schedulers, account
+        self.server_jobs = server_jobs  # site -> model-server jobs the gateway has there (for max_jobs)
         self.batch_dir = cfg.state_dir / "batches"
         self.batch_dir.mkdir(parents=True, exist_ok=True)
         self.jobs: dict[str, Job] = {}  # batch id -> the job running it
@@ -214,8 +218,11 @@ class GatewayBatches(BatchStore):
             self._end(bid, "cancelled")
             return
         if job is None:
+            site = self._site_with_room(bid)
+            if site is None:
+                return  # every site of the model is at max_jobs: the batch waits, validating
             try:
-                self.jobs[bid] = await asyncio.to_thread(self._submit, bid)
+                self.jobs[bid] = await asyncio.to_thread(self._submit, bid, site)
             except (LaunchError, OSError) as err:
                 self._end(bid, "failed", f"the batch job could not be submitted: {err}")
                 return
@@ -239,10 +246,19 @@ class GatewayBatches(BatchStore):
             if changed:
                 self._save_batch(bid)
 
-    def _submit(self, bid: str) -> Job:
-        """The batch's job on the first site of its model (blocking: sbatch/qsub)."""
+    def _site_with_room(self, bid: str) -> str | None:
+        """The first site of the batch's model below its max_jobs, counting model servers and running batches."""
+        for name in self.cfg.models[self.models[bid]].sites:
+            limit = self.cfg.sites[name].max_jobs
+            batches = sum(1 for b, job in self.jobs.items() if job.site == name and self.batches[b]["status"] not in TERMINAL)
+            if limit is None or self.server_jobs(name) + batches < limit:
+                return name
+        return None
+
+    def _submit(self, bid: str, site: str) -> Job:
+        """The batch's job on `site` (blocking: sbatch/qsub)."""
         batch, spec = self.batches[bid], self.cfg.models[self.models[bid]]
-        scheduler = self.schedulers[spec.sites[0]]
+        scheduler = self.schedulers[site]
         work = self.batch_dir / bid
         work.mkdir(parents=True, exist_ok=True)
         cmd = [scheduler.python, "-m", "auroragpt.gateway.batchmain", "--input", str(self.dir / "files" / batch["input_file_id"]),
