@@ -55,12 +55,12 @@ serve_args = {BACKEND_ARGS.replace('"200"', f'"{max_tokens_cap}"')}
 class Gateway:
     """`auroragpt gateway --config PATH` in a subprocess; `stop()` leaves its jobs running (as a crash would)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, keys: str = KEY) -> None:
         self.config = config
         self.port = int(next(line.split("=")[1] for line in config.read_text().splitlines() if line.startswith("port")))
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(config.parent / f"gateway-{time.monotonic_ns()}.log", "w+")
-        env = {**os.environ, "AURORAGPT_API_KEYS": KEY, "AURORAGPT_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "AURORAGPT_API_KEYS": keys, "AURORAGPT_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "auroragpt.cli", "gateway", "--config", str(config)],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from auroragpt.gateway.batches import TERMINAL, GatewayBatches
 from auroragpt.gateway.config import GatewayConfig, GatewaySettings
 from auroragpt.gateway.pool import Pool
 from auroragpt.gateway.proxy import forward
@@ -26,6 +27,7 @@ from auroragpt.serve.auth import KeyChecker
 from auroragpt.serve.deps import api_key, charge, read_capped
 from auroragpt.serve.protocol import APIError
 from auroragpt.serve.ratelimit import RateLimiter
+from auroragpt.serve.routes import files as files_routes
 from auroragpt.serve.state import server_state
 
 
@@ -56,6 +58,7 @@ class GatewayState:
     limiter: RateLimiter
     pool: Pool
     metrics: GatewayMetrics
+    store: GatewayBatches | None = None  # serve's files/batches routes read `state.store`
 
 
 def _state(request: Request) -> GatewayState:
@@ -79,7 +82,9 @@ async def models(state: GatewayState = Depends(_state)) -> dict:
 
 @router.get("/v1/jobs", dependencies=[Depends(api_key)])
 async def jobs(state: GatewayState = Depends(_state)) -> dict:
-    return {"object": "list", "data": [j.to_dict() for j in state.pool.registry.jobs.values()]}
+    batch_jobs = [{**job.to_dict(), "batch": bid} for bid, job in state.store.jobs.items()
+                  if state.store.batches[bid]["status"] not in TERMINAL]
+    return {"object": "list", "data": [j.to_dict() for j in state.pool.registry.jobs.values()] + batch_jobs}
 
 
 @router.get("/metrics", dependencies=[Depends(api_key)])
@@ -129,9 +134,7 @@ async def _generate(request: Request, kind: str, key_id: str, state: GatewayStat
     label = key_id[:12]
 
     def account(prompt_tokens: int, completion_tokens: int) -> None:
-        pool.registry.account(key_id, prompt_tokens, completion_tokens)
-        state.metrics.prompt_tokens.labels(label).inc(prompt_tokens)
-        state.metrics.completion_tokens.labels(label).inc(completion_tokens)
+        _account(state, key_id, prompt_tokens, completion_tokens)
 
     try:
         response = await forward(pool, replica, request.url.path, body, raw, account)
@@ -141,6 +144,20 @@ async def _generate(request: Request, kind: str, key_id: str, state: GatewayStat
     pool.touch(name)
     state.metrics.requests.labels(label, name, str(response.status_code)).inc()
     return response
+
+
+def _account(state: GatewayState, key_id: str, prompt_tokens: int, completion_tokens: int) -> None:
+    """One answered request (live, or one line of a batch) in the key's usage and metrics."""
+    state.pool.registry.account(key_id, prompt_tokens, completion_tokens)
+    state.metrics.prompt_tokens.labels(key_id[:12]).inc(prompt_tokens)
+    state.metrics.completion_tokens.labels(key_id[:12]).inc(completion_tokens)
+
+
+def _account_batch(state: GatewayState, key_id: str, usages: list[tuple[int, int]]) -> None:
+    """A finished batch's answered lines, saved before the batch is marked completed."""
+    for prompt_tokens, completion_tokens in usages:
+        _account(state, key_id, prompt_tokens, completion_tokens)
+    state.pool.registry.save()
 
 
 @router.post("/v1/completions")
@@ -159,18 +176,23 @@ def create_gateway_app(cfg: GatewayConfig, keys: KeyChecker | None = None) -> Fa
     g = cfg.gateway
     state = GatewayState(g, keys or KeyChecker([]), RateLimiter(g.rate_limit_rps, g.rate_limit_tpm), pool,
                          GatewayMetrics(pool))
+    state.store = GatewayBatches(cfg, pool.schedulers, lambda key, usages: _account_batch(state, key, usages),
+                                 lambda site: sum(1 for j in pool.registry.jobs.values() if j.site == site))
 
     @asynccontextmanager
     async def lifespan(_app):
         await pool.start()
+        await state.store.start()
         try:
             yield
         finally:
+            await state.store.stop()
             await pool.stop()
 
     app = FastAPI(title="auroragpt-gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.gateway = state
     app.dependency_overrides[server_state] = _state  # serve's key check reads the gateway's keys
     app.include_router(router)
+    app.include_router(files_routes.router)  # /v1/files and /v1/batches: serve's routes over GatewayBatches
     add_error_handlers(app)
     return app

@@ -30,6 +30,7 @@ class GatewaySettings:
     poll_interval_s: float = 1.0
     state_dir: str = "gateway-state"
     max_body_bytes: int = 1 << 20
+    max_file_bytes: int = 64 << 20  # largest batch input file uploaded to /v1/files
 
 
 @dataclass
@@ -53,6 +54,10 @@ class ModelSpec:
     engine: str = "auroragpt"
     serve_args: list[str] = field(default_factory=list)  # extra `auroragpt serve` flags (--dtype, --device ...)
     scale_up_outstanding: int = 8  # add a replica when every replica has this many requests in flight
+    # a batch job serves with serve_args + batch_serve_args (later flags win: more slots for throughput)
+    # and is submitted with the site's submit_args + batch_submit_args (e.g. a longer --time, a bigger node)
+    batch_serve_args: list[str] = field(default_factory=lambda: ["--max-batch", "32"])
+    batch_submit_args: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -89,6 +89,12 @@ class Scheduler:
             path.unlink(missing_ok=True)
 
     def submit(self, spec: ModelSpec) -> Job:
+        token, cmd = self._prepare(spec)
+        return self.launch(token, cmd, spec.name)
+
+    def launch(self, token: str, cmd: list[str], model: str, extra_args: tuple[str, ...] = ()) -> Job:
+        """Start `cmd` as a job whose log is this token's (a backend server, or a batch run); `extra_args`
+        go to sbatch/qsub after the site's submit_args."""
         raise NotImplementedError
 
     def status(self, job: Job) -> str:
@@ -103,14 +109,14 @@ class LocalScheduler(Scheduler):
 
     bind = "127.0.0.1"
 
-    def submit(self, spec: ModelSpec) -> Job:
-        token, cmd = self._prepare(spec)
+    def launch(self, token: str, cmd: list[str], model: str, extra_args: tuple[str, ...] = ()) -> Job:
+        self.folder.mkdir(parents=True, exist_ok=True)
         log = open(self.files(token)[2], "ab")
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
         log.close()
-        return Job(id=f"local-{proc.pid}", model=spec.name, site=self.site.name, token=token, state="starting")
+        return Job(id=f"local-{proc.pid}", model=model, site=self.site.name, token=token, state="starting")
 
     @staticmethod
     def _pid(job: Job) -> int:
@@ -159,12 +165,12 @@ class SlurmScheduler(Scheduler):
         return "\n".join(["#!/bin/bash", f"#SBATCH --job-name=agpt-{token}", f"#SBATCH --output={log}",
                           "#SBATCH --nodes=1", "#SBATCH --ntasks=1", f"exec {shlex.join(cmd)}", ""])
 
-    def submit(self, spec: ModelSpec) -> Job:
-        token, cmd = self._prepare(spec)
+    def launch(self, token: str, cmd: list[str], model: str, extra_args: tuple[str, ...] = ()) -> Job:
+        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{token}.sbatch"
         path.write_text(self.script(token, cmd))
-        out = _run(["sbatch", "--parsable", *self.site.submit_args, str(path)], f"submitting {spec.name}")
-        return Job(id=out.strip().split(";")[0], model=spec.name, site=self.site.name, token=token)
+        out = _run(["sbatch", "--parsable", *self.site.submit_args, *extra_args, str(path)], f"submitting {model}")
+        return Job(id=out.strip().split(";")[0], model=model, site=self.site.name, token=token)
 
     def status(self, job: Job) -> str:
         try:
@@ -192,12 +198,12 @@ class PBSScheduler(Scheduler):
         return "\n".join(["#!/bin/bash", f"#PBS -N agpt-{token[:10]}", f"#PBS -o {log}", "#PBS -j oe",
                           "#PBS -l select=1", f"exec {shlex.join(cmd)}", ""])
 
-    def submit(self, spec: ModelSpec) -> Job:
-        token, cmd = self._prepare(spec)
+    def launch(self, token: str, cmd: list[str], model: str, extra_args: tuple[str, ...] = ()) -> Job:
+        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{token}.pbs"
         path.write_text(self.script(token, cmd))
-        out = _run(["qsub", *self.site.submit_args, str(path)], f"submitting {spec.name}")
-        return Job(id=out.strip(), model=spec.name, site=self.site.name, token=token)
+        out = _run(["qsub", *self.site.submit_args, *extra_args, str(path)], f"submitting {model}")
+        return Job(id=out.strip(), model=model, site=self.site.name, token=token)
 
     def status(self, job: Job) -> str:
         try:

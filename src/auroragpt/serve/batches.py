@@ -61,8 +61,8 @@ class BatchStore:
 
     # ---- files ------------------------------------------------------------------------------
 
-    def add_file(self, data: bytes, filename: str, purpose: str, owner: str) -> dict:
-        fid = f"file-{uuid.uuid4().hex[:24]}"
+    def add_file(self, data: bytes, filename: str, purpose: str, owner: str, fid: str | None = None) -> dict:
+        fid = fid or f"file-{uuid.uuid4().hex[:24]}"
         write_atomically(self.dir / "files" / fid, data)
         info = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
                 "filename": filename, "purpose": purpose, "status": "processed", "status_details": None}
@@ -124,9 +124,13 @@ class BatchStore:
                  "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None,
                  "cancelled_at": None, "request_counts": {"total": 0, "completed": 0, "failed": 0},
                  "metadata": body.get("metadata")}
+        self._start(batch, owner)  # may still refuse the batch: it is registered only after
         self.batches[bid], self.owners[bid] = batch, owner
-        self._tasks[bid] = asyncio.get_running_loop().create_task(self._run(batch, owner))
         return batch
+
+    def _start(self, batch: dict, owner: str) -> None:
+        """Run the batch: here, as a task of this server (the gateway runs it as a scheduler job)."""
+        self._tasks[batch["id"]] = asyncio.get_running_loop().create_task(self._run(batch, owner))
 
     def cancel_batch(self, bid: str, owner: str) -> dict:
         batch = self.get_batch(bid, owner)
@@ -139,35 +143,11 @@ class BatchStore:
 
     def _parse_input(self, batch: dict, data: bytes) -> list[dict] | None:
         """The input lines, or None after marking the batch failed with per-line errors."""
-        errors, lines, seen = [], [], set()
-        for number, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = parse_json(raw, f"line {number}")
-            except APIError as err:
-                errors.append({"code": "invalid_json_line", "message": err.message, "param": None, "line": number})
-                continue
-            problem = None
-            if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
-                problem = "each line needs a string custom_id"
-            elif line["custom_id"] in seen:
-                problem = f"duplicate custom_id {line['custom_id']!r}"
-            elif line.get("method", "POST") != "POST" or line.get("url") != batch["endpoint"]:
-                problem = f"method must be POST and url must be the batch endpoint {batch['endpoint']}"
-            elif not isinstance(line.get("body"), dict):
-                problem = "body must be a JSON object"
-            if problem:
-                errors.append({"code": "invalid_request", "message": f"line {number}: {problem}", "param": None, "line": number})
-                continue
-            seen.add(line["custom_id"])
-            lines.append(line)
-        if not lines and not errors:
-            errors.append({"code": "empty_file", "message": "the input file holds no requests", "param": None, "line": None})
+        numbered, errors = check_lines(data, batch["endpoint"])
         if errors:
             batch.update(status="failed", failed_at=int(time.time()), errors={"object": "list", "data": errors[:100]})
             return None
-        return lines
+        return [line for _, line in numbered]
 
     async def _run(self, batch: dict, owner: str) -> None:
         try:
@@ -208,6 +188,51 @@ class BatchStore:
                          errors={"object": "list", "data": [{"code": "server_error", "message": str(err), "param": None, "line": None}]})
         finally:
             self._tasks.pop(batch["id"], None)
+
+
+def _line_problem(line: Any, endpoint: str | None, seen: set[str]) -> tuple[str, str | None] | None:
+    """(what is wrong, the field) for one parsed input line, or None when it is a request line."""
+    if not isinstance(line, dict):
+        return "the line must be a JSON object", None
+    if not isinstance(line.get("custom_id"), str):
+        return "each line needs a string custom_id", "custom_id"
+    if line["custom_id"] in seen:
+        return f"duplicate custom_id {line['custom_id']!r}", "custom_id"
+    if line.get("method", "POST") != "POST":
+        return f"method must be POST, not {line.get('method')!r}", "method"
+    if endpoint is not None and line.get("url") != endpoint:
+        return f"url must be the batch endpoint {endpoint}, not {line.get('url')!r}", "url"
+    if line.get("url") not in BATCH_ENDPOINTS:
+        return f"url must be one of {', '.join(BATCH_ENDPOINTS)}, not {line.get('url')!r}", "url"
+    if not isinstance(line.get("body"), dict):
+        return "body must be a JSON object", "body"
+    return None
+
+
+def check_lines(data: bytes, endpoint: str | None = None) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """The request lines of a batch input file (with their line numbers), and one {"code", "message", "param", "line"} error per bad
+    line, in line order (messages start with "line N: "). With `endpoint` None every line must name the
+    same url, one of BATCH_ENDPOINTS. Shared by the server, which fails a batch on them, and the gateway,
+    which refuses the upload."""
+    errors, lines, seen = [], [], set()
+    for number, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = parse_json(raw, f"line {number}")
+        except APIError as err:
+            errors.append({"code": "invalid_json_line", "message": err.message, "param": None, "line": number})
+            continue
+        problem = _line_problem(line, endpoint or (lines[0][1]["url"] if lines else None), seen)
+        if problem:
+            errors.append({"code": "invalid_request", "message": f"line {number}: {problem[0]}", "param": problem[1],
+                           "line": number})
+            continue
+        seen.add(line["custom_id"])
+        lines.append((number, line))
+    if not lines and not errors:
+        errors.append({"code": "empty_file", "message": "the input file holds no requests", "param": None, "line": None})
+    return lines, errors
 
 
 def _jsonl(records: list[dict]) -> bytes:

@@ -109,17 +109,31 @@ def default_model_name(path: str) -> str:
 def run_server(args: argparse.Namespace) -> int:
     import uvicorn
 
+    _check_address(args.host, args.port)  # before minutes of model loading, not after
+    # The public-address rule was checked by the `serve` command, for every engine.
+    app = build_app(args)
+    state = app.state.server
+    if not state.keys.enabled:
+        log.warning("no API keys configured: every caller is accepted")
+    log.info("serving %s (%s, %d slots x %d tokens) on http://%s:%d/v1", state.settings.model_name,
+             args.device or "detected device", state.engine.max_batch, state.engine.max_seq_len, args.host, args.port)
+    # The engine thread holds the GIL between torch calls; a shorter switch interval lets the event
+    # loop hand out tokens promptly instead of waiting up to 5 ms for each turn.
+    sys.setswitchinterval(0.0005)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    return 0
+
+
+def build_app(args: argparse.Namespace):
+    """The app for `serve`'s flags: model and tokenizer loaded, engine built (not started). Also what a
+    gateway batch job drives in-process."""
     from auroragpt.runtime.device import detect_device
     from auroragpt.serve.app import ServerSettings, create_app
     from auroragpt.serve.auth import KeyChecker
     from auroragpt.serve.engine import Engine
     from auroragpt.serve.ratelimit import RateLimiter
 
-    _check_address(args.host, args.port)  # before minutes of model loading, not after
-    # The public-address rule was checked by the `serve` command, for every engine.
     keys = KeyChecker.from_sources(args.api_keys_file)
-    if not keys.enabled:
-        log.warning("no API keys configured: every caller is accepted")
     for name in ("max_batch", "max_tokens_cap", "max_body_bytes", "max_file_bytes"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
@@ -136,11 +150,5 @@ def run_server(args: argparse.Namespace) -> int:
     settings = ServerSettings(model_name=args.model_name or default_model_name(args.path),
                               max_tokens_cap=args.max_tokens_cap, max_body_bytes=args.max_body_bytes,
                               max_file_bytes=args.max_file_bytes, state_dir=args.state_dir)
-    app = create_app(engine, tokenizer, settings, keys, RateLimiter(args.rate_limit_rps, args.rate_limit_tpm), template)
-    # The engine thread holds the GIL between torch calls; a shorter switch interval lets the event
-    # loop hand out tokens promptly instead of waiting up to 5 ms for each turn.
-    sys.setswitchinterval(0.0005)
-    log.info("serving %s (%s, %s, %d slots x %d tokens) on http://%s:%d/v1", settings.model_name, device, dtype,
-             engine.max_batch, engine.max_seq_len, args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
-    return 0
+    log.info("loaded %s on %s as %s", settings.model_name, device, dtype)
+    return create_app(engine, tokenizer, settings, keys, RateLimiter(args.rate_limit_rps, args.rate_limit_tpm), template)

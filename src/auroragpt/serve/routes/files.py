@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from auroragpt.serve.batches import BatchStore, parse_multipart
 from auroragpt.serve.deps import api_key, json_body, read_capped
@@ -33,7 +34,8 @@ async def upload_file(request: Request, key_id: str = Depends(api_key), state: S
     if purpose != "batch":
         raise APIError(400, "only purpose='batch' is supported", param="purpose")
     filename, data = fields["file"]
-    return state.store.add_file(data, filename or "upload.jsonl", purpose, key_id)
+    # off the event loop: writing (and, at the gateway, checking) a big file must not stall other requests
+    return await run_in_threadpool(state.store.add_file, data, filename or "upload.jsonl", purpose, key_id)
 
 
 @router.get("/v1/files")
