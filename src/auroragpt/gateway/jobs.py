@@ -37,6 +37,7 @@ class Job:
     running_since: float | None = None
     replaced_by: str | None = None  # the job started to take over before this one's walltime ends
     draining: bool = False  # gets no new requests; cancelled once its in-flight ones are done
+    note: str | None = None  # why it runs where it does, when another site failed first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +89,14 @@ class Scheduler:
         for path in self.files(token)[:2]:
             path.unlink(missing_ok=True)
 
+    def _submit_or_clean(self, token: str, argv: list[str], spec: ModelSpec) -> str:
+        """Run the submit command; when it fails, remove the job's key file and say which site refused."""
+        try:
+            return _run(argv, f"submitting {spec.name} to site {self.site.name}")
+        except LaunchError:
+            self.cleanup(token)
+            raise
+
     def submit(self, spec: ModelSpec) -> Job:
         raise NotImplementedError
 
@@ -105,11 +114,15 @@ class LocalScheduler(Scheduler):
 
     def submit(self, spec: ModelSpec) -> Job:
         token, cmd = self._prepare(spec)
-        log = open(self.files(token)[2], "ab")
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
-        log.close()
+        with open(self.files(token)[2], "ab") as log:
+            try:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, env=env)
+            except OSError as err:
+                self.cleanup(token)
+                raise LaunchError(f"starting `{shlex.join(cmd[:3])} ...` failed: {err}",
+                                  hint=f"check python = {self.python!r} of site {self.site.name!r}") from None
         return Job(id=f"local-{proc.pid}", model=spec.name, site=self.site.name, token=token, state="starting")
 
     @staticmethod
@@ -163,7 +176,7 @@ class SlurmScheduler(Scheduler):
         token, cmd = self._prepare(spec)
         path = self.folder / f"{token}.sbatch"
         path.write_text(self.script(token, cmd))
-        out = _run(["sbatch", "--parsable", *self.site.submit_args, str(path)], f"submitting {spec.name}")
+        out = self._submit_or_clean(token, ["sbatch", "--parsable", *self.site.submit_args, str(path)], spec)
         return Job(id=out.strip().split(";")[0], model=spec.name, site=self.site.name, token=token)
 
     def status(self, job: Job) -> str:
@@ -196,7 +209,7 @@ class PBSScheduler(Scheduler):
         token, cmd = self._prepare(spec)
         path = self.folder / f"{token}.pbs"
         path.write_text(self.script(token, cmd))
-        out = _run(["qsub", *self.site.submit_args, str(path)], f"submitting {spec.name}")
+        out = self._submit_or_clean(token, ["qsub", *self.site.submit_args, str(path)], spec)
         return Job(id=out.strip(), model=spec.name, site=self.site.name, token=token)
 
     def status(self, job: Job) -> str:
