@@ -108,11 +108,17 @@ def test_idle_model_is_scaled_down_to_zero(model_dir, tmp_path):
 
 
 def test_two_replicas_serve_16_clients_like_a_direct_server(model_dir, tmp_path):
-    config = write_config(tmp_path, model_dir, min_replicas=2, max_replicas=2)
+    # three sites: "broken" (every submission fails), "a" (max_jobs = 1), "b": one replica lands at a after
+    # broken fails, the other at b since a is full, and both say so (federation policy, README)
+    config = write_config(tmp_path, model_dir, min_replicas=2, max_replicas=2, federated=True)
     gw = Gateway(config)
     try:
         running = gw.wait_state("running", replicas=2, timeout_s=180)
-        assert len(running["hosts"]) == 2
+        assert len(running["hosts"]) == 2 and running["sites"] == ["a", "b"]
+        assert "no-such-python" in running["site_errors"]["broken"]
+        by_site = {j["site"]: j for j in gw.get("/v1/jobs")["data"]}
+        assert set(by_site) == {"a", "b"} and "submission failed at broken" in by_site["a"]["note"]
+        assert state_file(config)["submits"] == 2
         prompts = [f"{PROMPT} {i}" for i in range(16)]
         results: dict[int, str] = {}
         errors: list[BaseException] = []
