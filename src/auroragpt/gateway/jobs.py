@@ -89,14 +89,6 @@ class Scheduler:
         for path in self.files(token)[:2]:
             path.unlink(missing_ok=True)
 
-    def _submit_or_clean(self, token: str, argv: list[str], spec: ModelSpec) -> str:
-        """Run the submit command; when it fails, remove the job's key file and say which site refused."""
-        try:
-            return _run(argv, f"submitting {spec.name} to site {self.site.name}")
-        except LaunchError:
-            self.cleanup(token)
-            raise
-
     def submit(self, spec: ModelSpec) -> Job:
         raise NotImplementedError
 
@@ -114,15 +106,11 @@ class LocalScheduler(Scheduler):
 
     def submit(self, spec: ModelSpec) -> Job:
         token, cmd = self._prepare(spec)
+        log = open(self.files(token)[2], "ab")
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        with open(self.files(token)[2], "ab") as log:
-            try:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, env=env)
-            except OSError as err:
-                self.cleanup(token)
-                raise LaunchError(f"starting `{shlex.join(cmd[:3])} ...` failed: {err}",
-                                  hint=f"check python = {self.python!r} of site {self.site.name!r}") from None
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+        log.close()
         return Job(id=f"local-{proc.pid}", model=spec.name, site=self.site.name, token=token, state="starting")
 
     @staticmethod
@@ -176,7 +164,7 @@ class SlurmScheduler(Scheduler):
         token, cmd = self._prepare(spec)
         path = self.folder / f"{token}.sbatch"
         path.write_text(self.script(token, cmd))
-        out = self._submit_or_clean(token, ["sbatch", "--parsable", *self.site.submit_args, str(path)], spec)
+        out = _run(["sbatch", "--parsable", *self.site.submit_args, str(path)], f"submitting {spec.name}")
         return Job(id=out.strip().split(";")[0], model=spec.name, site=self.site.name, token=token)
 
     def status(self, job: Job) -> str:
@@ -209,7 +197,7 @@ class PBSScheduler(Scheduler):
         token, cmd = self._prepare(spec)
         path = self.folder / f"{token}.pbs"
         path.write_text(self.script(token, cmd))
-        out = self._submit_or_clean(token, ["qsub", *self.site.submit_args, str(path)], spec)
+        out = _run(["qsub", *self.site.submit_args, str(path)], f"submitting {spec.name}")
         return Job(id=out.strip(), model=spec.name, site=self.site.name, token=token)
 
     def status(self, job: Job) -> str:

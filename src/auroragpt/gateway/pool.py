@@ -118,8 +118,8 @@ class Pool:
         for site_name in self.sites.order(model, self.registry.jobs.values()):
             try:
                 job = await asyncio.to_thread(self.schedulers[site_name].submit, spec)
-            except LaunchError as err:
-                reason = err.message + (f" (fix: {err.hint})" if err.hint else "")
+            except (LaunchError, OSError) as err:  # sbatch/qsub refused, or a local site's python cannot start
+                reason = err.message + (f" (fix: {err.hint})" if err.hint else "") if isinstance(err, LaunchError) else str(err)
                 log.warning("site %s could not take a job of %s: %s", site_name, model, reason)
                 self.sites.failed(site_name, f"submission failed: {reason}")
                 failed.append(site_name)
