@@ -2,7 +2,7 @@
 
 Keys, rate limits, body caps, JSON parsing and the error shape are serve's own (`serve.deps`,
 `serve.protocol`, `serve.app.add_error_handlers`): the gateway hands serve's dependencies its
-state through `dependency_overrides`. A cold model answers 503 with Retry-After and its state,
+state as `app.state.server`. A cold model answers 503 with Retry-After and its state,
 or, when the caller sends `X-Wait-For-Model: true` (or `?wait=true`), waits up to start_timeout_s.
 """
 
@@ -26,7 +26,6 @@ from auroragpt.serve.auth import KeyChecker
 from auroragpt.serve.deps import api_key, charge, read_capped
 from auroragpt.serve.protocol import APIError
 from auroragpt.serve.ratelimit import RateLimiter
-from auroragpt.serve.state import server_state
 
 
 class GatewayMetrics:
@@ -58,7 +57,8 @@ class GatewayState:
     metrics: GatewayMetrics
 
 
-def _state(request: Request) -> GatewayState:
+async def _state(request: Request) -> GatewayState:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request
     return request.app.state.gateway
 
 
@@ -170,7 +170,9 @@ def create_gateway_app(cfg: GatewayConfig, keys: KeyChecker | None = None) -> Fa
 
     app = FastAPI(title="auroragpt-gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.gateway = state
-    app.dependency_overrides[server_state] = _state  # serve's key check reads the gateway's keys
+    # serve's dependencies read their state from app.state.server: the gateway's keys, limiter and body cap.
+    # (Not dependency_overrides: FastAPI rebuilds an overridden dependency's signature on every request.)
+    app.state.server = state
     app.include_router(router)
     add_error_handlers(app)
     return app
