@@ -1,7 +1,8 @@
 """Gateway benchmark: latency the gateway adds on a warm model, and 2 replicas vs 1 at 16 clients.
 
 1. added latency: the same tiny request (max_tokens=1) sent N times in a row to a backend directly
-   and through the gateway; p50/p99 of each and of the difference (goal: p50 < 2 ms, p99 < 10 ms);
+   and through the gateway; p50/p99 of each and of the difference (goal: p50 < 2 ms, p99 < 10 ms),
+   and the gateway process's CPU time per request (what the hop costs, whatever the host's load);
 2. throughput: 16 concurrent clients through the gateway to a model with 1 replica, then with 2
    (goal: >= 1.5x). Each backend runs one torch thread.
 
@@ -153,6 +154,12 @@ def throughput(base: str, clients: int, new_tokens: int, per_client: int) -> flo
     return sum(tokens) / (time.perf_counter() - t0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000
 
@@ -171,7 +178,9 @@ def main() -> int:
         one = Gateway(root, model, 1)
         try:
             backend, backend_headers = one.backend()
+            cpu0 = cpu_seconds(one.proc.pid)
             direct, via = latencies([(backend, backend_headers), (one.base, Gateway.headers)], args.requests)
+            results["gateway_cpu_ms_per_request"] = (cpu_seconds(one.proc.pid) - cpu0) / (args.requests + 5) * 1000
             results["latency_ms"] = {"direct_p50": pct(direct, 50), "direct_p99": pct(direct, 99),
                                      "gateway_p50": pct(via, 50), "gateway_p99": pct(via, 99),
                                      "added_p50": pct(via, 50) - pct(direct, 50), "added_p99": pct(via, 99) - pct(direct, 99)}
@@ -185,6 +194,7 @@ def main() -> int:
             two.close()
         results["speedup_2_vs_1"] = results["tokens_per_s_2_replicas"] / results["tokens_per_s_1_replica"]
         results["cpus"] = os.cpu_count()
+        results["load_average_1_5_15"] = os.getloadavg()
         print(json.dumps(results, indent=1))
     return 0
 

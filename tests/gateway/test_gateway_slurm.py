@@ -5,6 +5,7 @@ slurm-wlm and munge when missing) and skips, saying why, only where that cannot 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -56,6 +57,10 @@ def test_slurm_cold_start_restart_scancel_and_idle(slurm_cluster, long_model_dir
         assert running["seen"][-1] == "running" and running["seen"] == sorted(running["seen"], key=order.index)
         answer = gw.client(timeout=60).completions.create(model="tiny", prompt=PROMPT, max_tokens=8, temperature=0)
         assert answer.choices[0].text
+        # the job named itself from the allocation as the launcher reads it (SLURM_JOB_ID, SLURM_JOB_NODELIST)
+        token = state_file(config)["jobs"][0]["token"]
+        where = json.loads((config.parent / "state" / "jobs" / f"{token}.endpoint.json").read_text())
+        assert where["scheduler"] == "slurm" and where["job"] == job_id and where["host"] == slurm_cluster.host
 
         gw.stop()  # a restarted gateway reattaches: no second sbatch
         gw = Gateway(config)
