@@ -119,7 +119,8 @@ async def _generate(request: Request, kind: str, key_id: str, state: GatewayStat
     if replica is None:
         model_state = pool.model_state(name)
         retry = max(1, math.ceil(state.settings.poll_interval_s * 2))
-        err = APIError(503, f"model {name} is {model_state['state']} (jobs: {', '.join(model_state['jobs']) or 'none'}); "
+        refused = "" if model_state["jobs"] else "".join(f"; site {s}: {why}" for s, why in model_state.get("site_errors", {}).items())
+        err = APIError(503, f"model {name} is {model_state['state']} (jobs: {', '.join(model_state['jobs']) or 'none'}{refused}); "
                        f"retry after {retry} s, or send 'X-Wait-For-Model: true' to wait for it",
                        type="server_error", code="model_not_ready")
         content = err.body()
