@@ -43,6 +43,7 @@ def _cold_request(gw: Gateway) -> str:
     return jobs[0]
 
 
+@pytest.mark.timeout(600)  # two bounded 240 s queue waits must end in their stated skip, not in the 300 s default
 def test_slurm_cold_start_restart_scancel_and_idle(slurm_cluster, long_model_dir, tmp_path):
     config = write_config(tmp_path, long_model_dir, scheduler="slurm", idle_timeout_s=6, max_tokens_cap=4000)
     gw = Gateway(config)
