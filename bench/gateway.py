@@ -101,6 +101,11 @@ serve_args = ["--device", "cpu", "--threads", "1", "--max-batch", "{max_batch}"]
         key = (self.root / "state" / "jobs" / f"{job['token']}.key").read_text().strip()
         return f"http://{job['host']}:{job['port']}", {"Authorization": f"Bearer {key}"}
 
+    def pids(self) -> list[int]:
+        """The gateway's and its backends' processes."""
+        state = json.loads((self.root / "state" / "state.json").read_text())
+        return [self.proc.pid] + [int(job["id"].split("-")[1]) for job in state["jobs"]]
+
     def close(self) -> None:
         state = json.loads((self.root / "state" / "state.json").read_text())
         self.proc.send_signal(signal.SIGTERM)
@@ -157,6 +162,15 @@ def throughput(base: str, clients: int, new_tokens: int, per_client: int) -> flo
     return sum(tokens) / (time.perf_counter() - t0)
 
 
+def measured(gateway: "Gateway", run) -> tuple[float, float]:
+    """run()'s result, and the cores that this process, the gateway and its backends kept busy meanwhile
+    (near the host's core count: the run was CPU-bound here, and more cores would give more)."""
+    pids = [os.getpid(), *gateway.pids()]
+    before, t0 = sum(cpu_seconds(pid) for pid in pids), time.perf_counter()
+    value = run()
+    return value, (sum(cpu_seconds(pid) for pid in pids) - before) / (time.perf_counter() - t0)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -189,13 +203,15 @@ def main() -> int:
                                      "gateway_p50": pct(via, 50), "gateway_p99": pct(via, 99),
                                      "added_p50": pct(via, 50) - pct(direct, 50), "added_p99": pct(via, 99) - pct(direct, 99)}
             throughput(one.base, args.clients, args.new_tokens, 1)  # warm-up
-            results["tokens_per_s_1_replica"] = throughput(one.base, args.clients, args.new_tokens, args.per_client)
+            results["tokens_per_s_1_replica"], results["cores_busy_1_replica"] = measured(
+                one, lambda: throughput(one.base, args.clients, args.new_tokens, args.per_client))
         finally:
             one.close()
         two = Gateway(root, model, 2, args.max_batch)
         try:
             throughput(two.base, args.clients, args.new_tokens, 1)  # warm-up: both fresh backends
-            results["tokens_per_s_2_replicas"] = throughput(two.base, args.clients, args.new_tokens, args.per_client)
+            results["tokens_per_s_2_replicas"], results["cores_busy_2_replicas"] = measured(
+                two, lambda: throughput(two.base, args.clients, args.new_tokens, args.per_client))
         finally:
             two.close()
         results["speedup_2_vs_1"] = results["tokens_per_s_2_replicas"] / results["tokens_per_s_1_replica"]
