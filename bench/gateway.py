@@ -96,10 +96,16 @@ serve_args = ["--device", "cpu", "--threads", "1", "--max-batch", "{max_batch}"]
     headers = {"Authorization": f"Bearer {KEY}"}
 
     def backend(self) -> tuple[str, dict]:
+        return self.backends()[0]
+
+    def backends(self) -> list[tuple[str, dict]]:
+        """Each backend's address and its own key (to ask it directly, bypassing the gateway)."""
         state = json.loads((self.root / "state" / "state.json").read_text())
-        job = state["jobs"][0]
-        key = (self.root / "state" / "jobs" / f"{job['token']}.key").read_text().strip()
-        return f"http://{job['host']}:{job['port']}", {"Authorization": f"Bearer {key}"}
+        out = []
+        for job in state["jobs"]:
+            key = (self.root / "state" / "jobs" / f"{job['token']}.key").read_text().strip()
+            out.append((f"http://{job['host']}:{job['port']}", {"Authorization": f"Bearer {key}"}))
+        return out
 
     def pids(self) -> list[int]:
         """The gateway's and its backends' processes."""
@@ -139,16 +145,19 @@ def latencies(targets: list[tuple[str, dict]], n: int) -> list[list[float]]:
     return out
 
 
-def throughput(base: str, clients: int, new_tokens: int, per_client: int) -> float:
-    """Completion tokens per second over `clients` threads, each sending `per_client` requests."""
+def throughput(base: str | list[tuple[str, dict]], clients: int, new_tokens: int, per_client: int) -> float:
+    """Completion tokens per second over `clients` threads, each sending `per_client` requests to the
+    gateway at `base`, or, given (base, headers) targets, client i to target i mod len(targets)."""
+    targets = [(base, Gateway.headers)] if isinstance(base, str) else base
     body = {"model": "tiny", "prompt": "the quick brown fox", "max_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
     tokens, gate = [0] * clients, threading.Event()
 
     def run(i: int) -> None:
-        with httpx.Client(headers=Gateway.headers, timeout=300) as client:
+        url, headers = targets[i % len(targets)]
+        with httpx.Client(headers=headers, timeout=300) as client:
             gate.wait()
             for _ in range(per_client):
-                r = client.post(base + "/v1/completions", json=body)
+                r = client.post(url + "/v1/completions", json=body)
                 r.raise_for_status()
                 tokens[i] += r.json()["usage"]["completion_tokens"]
 
@@ -212,9 +221,13 @@ def main() -> int:
             throughput(two.base, args.clients, args.new_tokens, 1)  # warm-up: both fresh backends
             results["tokens_per_s_2_replicas"], results["cores_busy_2_replicas"] = measured(
                 two, lambda: throughput(two.base, args.clients, args.new_tokens, args.per_client))
+            # the same clients split over the two backends directly: what the host allows without the gateway
+            results["tokens_per_s_2_replicas_direct"] = throughput(two.backends(), args.clients, args.new_tokens,
+                                                                   args.per_client)
         finally:
             two.close()
         results["speedup_2_vs_1"] = results["tokens_per_s_2_replicas"] / results["tokens_per_s_1_replica"]
+        results["gateway_share_of_direct_2_replicas"] = results["tokens_per_s_2_replicas"] / results["tokens_per_s_2_replicas_direct"]
         results["max_batch"] = args.max_batch
         results["cpus"] = os.cpu_count()
         results["load_average_1_5_15"] = os.getloadavg()
