@@ -121,3 +121,17 @@ def test_a_job_ending_before_its_server_answers_marks_its_site_failed(tmp_path):
     asyncio.run(pool._poll_job(job))
     assert pool.registry.jobs == {} and "ended before its server answered" in pool.model_state("m")["site_errors"]["a"]
     assert asyncio.run(pool._submit("m")).site == "b"
+
+
+def test_a_reattached_job_that_once_ran_is_not_late(tmp_path):
+    """After a gateway restart a running job is "starting" again until /health answers: it must not be
+    taken for a job that never started within start_timeout_s (cancelled, moved) or a failed site."""
+    pool, fakes = _pool(tmp_path, {"a": "", "b": ""}, start_timeout_s=30)
+    job = asyncio.run(pool._submit("m"))
+    job.state, job.submitted_at, job.running_since = "starting", job.submitted_at - 3600, job.submitted_at - 3590
+    fakes["a"].state = "started"
+    asyncio.run(pool._poll_job(job))
+    assert fakes["a"].cancelled == [] and list(pool.registry.jobs) == [job.id] and pool.sites.errors("m") == {}
+    fakes["a"].state = "gone"  # and when it dies, the site is not blamed for failing to start it
+    asyncio.run(pool._poll_job(job))
+    assert pool.registry.jobs == {} and pool.sites.errors("m") == {}

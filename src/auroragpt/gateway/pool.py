@@ -199,11 +199,11 @@ class Pool:
         status = await asyncio.to_thread(scheduler.status, job)
         if status == "gone":
             log.warning("job %s of %s is gone", job.id, job.model)
-            if job.state != "running":
+            if job.running_since is None:  # never answered: the site could not run it
                 self.sites.failed(job.site, f"job {job.id} ended before its server answered; its log: {scheduler.files(job.token)[2]}")
             await self.remove(job, cancel=False)
             return
-        if job.state != "running" and await self._start_timed_out(job):
+        if job.running_since is None and await self._start_timed_out(job):  # (a reattached job once ran: not late)
             return
         if status == "queued":
             job.state = "queued"
