@@ -48,6 +48,9 @@ async def forward(pool: Pool, replica: Replica, path: str, body: dict, raw: byte
         replica.outstanding -= 1
         await pool.replica_failed(replica)
         raise _backend_error(replica, err) from None
+    except asyncio.CancelledError:  # the gateway shutting down: the count must not stay raised
+        replica.outstanding -= 1
+        raise
     if not stream or upstream.status != 200:
         try:
             content = await upstream.read()
@@ -55,6 +58,9 @@ async def forward(pool: Pool, replica: Replica, path: str, body: dict, raw: byte
             replica.outstanding -= 1
             await pool.replica_failed(replica)
             raise _backend_error(replica, err) from None
+        except asyncio.CancelledError:
+            replica.outstanding -= 1
+            raise
         finally:
             upstream.release()
         replica.outstanding -= 1
