@@ -24,7 +24,10 @@ def free_port() -> int:
 
 
 def write_config(folder: Path, model_dir: Path, *, idle_timeout_s: float = 300, min_replicas: int = 0,
-                 max_replicas: int = 1, scheduler: str = "local", port: int | None = None, extra_site: str = "", max_tokens_cap: int = 200) -> Path:
+                 max_replicas: int = 1, scheduler: str = "local", port: int | None = None, extra_site: str = "", max_tokens_cap: int = 200,
+                 federated: bool = False) -> Path:
+    """One site "here"; with `federated`, three local sites instead: "broken" (its python does not exist,
+    so every submission fails), "a" (max_jobs = 1) and "b", listed in that order for the model."""
     port = port or free_port()
     text = f"""
 [gateway]
@@ -42,11 +45,16 @@ scheduler = "{scheduler}"
 [[models]]
 name = "tiny"
 path = "{model_dir}"
-site = "here"
+{'sites = ["broken", "a", "b"]' if federated else 'site = "here"'}
 min_replicas = {min_replicas}
 max_replicas = {max_replicas}
 serve_args = {BACKEND_ARGS.replace('"200"', f'"{max_tokens_cap}"')}
 """
+    if federated:
+        text = text.replace(f'name = "here"\nscheduler = "{scheduler}"\n',
+                            f'name = "broken"\nscheduler = "local"\npython = "{folder}/no-such-python"\n'
+                            '[[sites]]\nname = "a"\nscheduler = "local"\nmax_jobs = 1\n'
+                            '[[sites]]\nname = "b"\nscheduler = "local"\n')
     path = folder / "gateway.toml"
     path.write_text(text)
     return path

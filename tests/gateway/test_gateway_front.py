@@ -33,3 +33,15 @@ def test_keys_validation_and_unknown_models(tmp_path):
     r = client.post("/v1/chat/completions", headers=auth, content=b"[" * 1000)
     assert r.status_code == 400
     assert client.get("/health").status_code == 200  # open, as in serve
+
+
+def test_a_model_no_site_takes_answers_503_with_each_sites_reason(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text(f'[gateway]\nstate_dir = "state"\n[[sites]]\nname = "broken"\nscheduler = "local"\n'
+                    f'python = "{tmp_path}/no-such-python"\n[[models]]\nname = "tiny"\npath = "{tmp_path}"\n')
+    with TestClient(create_gateway_app(load_gateway_config(path), KeyChecker([hash_key(KEY)]))) as client:
+        r = client.post("/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, json={"model": "tiny", "prompt": "x"})
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+    error = r.json()["error"]
+    assert "site broken: submission failed" in error["message"] and "no-such-python" in error["message"]
+    assert error["model_state"]["state"] == "cold" and "broken" in error["model_state"]["site_errors"]

@@ -3,6 +3,7 @@ and through the official openai client, as a user does."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,15 @@ def test_cold_start_retry_restart_kill_and_idle(model_dir, tmp_path):
         again = gw.client().completions.create(model="tiny", prompt=PROMPT, max_tokens=8, temperature=0)
         assert again.choices[0].text == answer.choices[0].text
         assert state_file(config)["submits"] == 1
+        # the SSE relay: the usage chunk reaches a caller who asked for it, and only that caller
+        for asked in (True, False):
+            body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 3, "temperature": 0, "stream": True,
+                    **({"stream_options": {"include_usage": True}} if asked else {})}
+            sse = httpx.post(gw.base + "/v1/completions", headers=gw.headers, json=body, timeout=60).text
+            events = [json.loads(line[6:]) for line in sse.split("\n\n") if line.startswith("data: {")]
+            assert sse.endswith("data: [DONE]\n\n") and len(events) >= 3, sse
+            usage = [e for e in events if e["choices"] == []]
+            assert (len(usage) == 1 and usage[0]["usage"]["completion_tokens"] == 3) if asked else not usage, sse
 
         # the backend killed mid-stream: the client gets an error event; the next request starts a new job
         stream = gw.client().completions.create(model="tiny", prompt=PROMPT, max_tokens=200, temperature=0,
@@ -108,11 +118,17 @@ def test_idle_model_is_scaled_down_to_zero(model_dir, tmp_path):
 
 
 def test_two_replicas_serve_16_clients_like_a_direct_server(model_dir, tmp_path):
-    config = write_config(tmp_path, model_dir, min_replicas=2, max_replicas=2)
+    # three sites: "broken" (every submission fails), "a" (max_jobs = 1), "b": one replica lands at a after
+    # broken fails, the other at b since a is full, and both say so (federation policy, README)
+    config = write_config(tmp_path, model_dir, min_replicas=2, max_replicas=2, federated=True)
     gw = Gateway(config)
     try:
         running = gw.wait_state("running", replicas=2, timeout_s=180)
-        assert len(running["hosts"]) == 2
+        assert len(running["hosts"]) == 2 and running["sites"] == ["a", "b"]
+        assert "no-such-python" in running["site_errors"]["broken"]
+        by_site = {j["site"]: j for j in gw.get("/v1/jobs")["data"]}
+        assert set(by_site) == {"a", "b"} and "submission failed at broken" in by_site["a"]["note"]
+        assert state_file(config)["submits"] == 2
         prompts = [f"{PROMPT} {i}" for i in range(16)]
         results: dict[int, str] = {}
         errors: list[BaseException] = []

@@ -70,3 +70,31 @@ def test_an_idle_model_is_cancelled_down_to_min_replicas_newest_first(tmp_path):
     asyncio.run(pool._scale("m"))
     assert fake.cancelled == ["new", "mid"] and list(pool.registry.jobs) == ["old"]
     assert pool.model_state("m")["state"] == "running" and pool.model_state("m")["replicas"] == 1
+
+
+def test_a_cancelled_request_gives_back_its_in_flight_count(tmp_path):
+    """A request cancelled while its backend has not answered (gateway shutdown) must not stay counted:
+    the count steers least-outstanding routing and keeps an idle model from being scaled down."""
+    from auroragpt.gateway.proxy import forward
+
+    pool, _ = _pool(tmp_path, 0, 1)
+
+    async def scenario() -> int:
+        async def silent(reader, writer):  # accepts, reads, never answers
+            await reader.read(1 << 16)
+            await asyncio.sleep(30)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        replica = _run_replica(pool, Job("a", "m", "here", "t", "running"), outstanding=0)
+        replica.base = f"http://127.0.0.1:{port}"
+        task = asyncio.create_task(forward(pool, replica, "/v1/completions", {}, b"{}", lambda p, c: None))
+        await asyncio.sleep(0.3)
+        assert replica.outstanding == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pool.http.close()
+        server.close()
+        return replica.outstanding
+
+    assert asyncio.run(scenario()) == 0

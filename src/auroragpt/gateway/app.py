@@ -2,7 +2,7 @@
 
 Keys, rate limits, body caps, JSON parsing and the error shape are serve's own (`serve.deps`,
 `serve.protocol`, `serve.app.add_error_handlers`): the gateway hands serve's dependencies its
-state through `dependency_overrides`. A cold model answers 503 with Retry-After and its state,
+state as `app.state.server`. A cold model answers 503 with Retry-After and its state,
 or, when the caller sends `X-Wait-For-Model: true` (or `?wait=true`), waits up to start_timeout_s.
 """
 
@@ -28,7 +28,6 @@ from auroragpt.serve.deps import api_key, charge, read_capped
 from auroragpt.serve.protocol import APIError
 from auroragpt.serve.ratelimit import RateLimiter
 from auroragpt.serve.routes import files as files_routes
-from auroragpt.serve.state import server_state
 
 
 class GatewayMetrics:
@@ -61,7 +60,8 @@ class GatewayState:
     store: GatewayBatches | None = None  # serve's files/batches routes read `state.store`
 
 
-def _state(request: Request) -> GatewayState:
+async def _state(request: Request) -> GatewayState:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request
     return request.app.state.gateway
 
 
@@ -124,7 +124,8 @@ async def _generate(request: Request, kind: str, key_id: str, state: GatewayStat
     if replica is None:
         model_state = pool.model_state(name)
         retry = max(1, math.ceil(state.settings.poll_interval_s * 2))
-        err = APIError(503, f"model {name} is {model_state['state']} (jobs: {', '.join(model_state['jobs']) or 'none'}); "
+        refused = "" if model_state["jobs"] else "".join(f"; site {s}: {why}" for s, why in model_state.get("site_errors", {}).items())
+        err = APIError(503, f"model {name} is {model_state['state']} (jobs: {', '.join(model_state['jobs']) or 'none'}{refused}); "
                        f"retry after {retry} s, or send 'X-Wait-For-Model: true' to wait for it",
                        type="server_error", code="model_not_ready")
         content = err.body()
@@ -191,7 +192,9 @@ def create_gateway_app(cfg: GatewayConfig, keys: KeyChecker | None = None) -> Fa
 
     app = FastAPI(title="auroragpt-gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.gateway = state
-    app.dependency_overrides[server_state] = _state  # serve's key check reads the gateway's keys
+    # serve's dependencies read their state from app.state.server: the gateway's keys, limiter and body cap.
+    # (Not dependency_overrides: FastAPI rebuilds an overridden dependency's signature on every request.)
+    app.state.server = state
     app.include_router(router)
     app.include_router(files_routes.router)  # /v1/files and /v1/batches: serve's routes over GatewayBatches
     add_error_handlers(app)

@@ -37,6 +37,7 @@ class Job:
     running_since: float | None = None
     replaced_by: str | None = None  # the job started to take over before this one's walltime ends
     draining: bool = False  # gets no new requests; cancelled once its in-flight ones are done
+    note: str | None = None  # why it runs where it does, when another site failed first
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,7 +2,9 @@
 
 One asyncio task polls: every job's scheduler state, the /health of started jobs (registering
 them as running replicas), idle models (cancelled down to min_replicas) and busy ones (a replica
-added up to max_replicas). Requests take the running replica with the fewest in flight.
+added up to max_replicas). Requests take the running replica with the fewest in flight, whatever
+its site; which site a new job goes to, and the fall-back to the next site when one fails, is
+`federation.SiteChooser`'s policy.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import json
 import time
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
+from auroragpt.errors import LaunchError
 from auroragpt.gateway.config import GatewayConfig
+from auroragpt.gateway.federation import SiteChooser
 from auroragpt.gateway.jobs import Job, Scheduler, scheduler_for
 from auroragpt.gateway.registry import Registry
 from auroragpt.log import get_logger
@@ -29,6 +33,9 @@ class Replica:
     key: str
     outstanding: int = 0
 
+    def __post_init__(self) -> None:
+        self.headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+
 
 class Pool:
     def __init__(self, cfg: GatewayConfig) -> None:
@@ -36,13 +43,24 @@ class Pool:
         self.registry = Registry.load(cfg.state_dir / "state.json")
         self.schedulers: dict[str, Scheduler] = {n: scheduler_for(s, cfg.state_dir) for n, s in cfg.sites.items()}
         self.replicas: dict[str, Replica] = {}  # job id -> running replica
+        self.sites = SiteChooser(cfg)
         self.last_used: dict[str, float] = {name: time.monotonic() for name in cfg.models}
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0), limits=httpx.Limits(max_connections=1000))
+        self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task | None = None
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """One keep-alive connection pool to every backend (aiohttp: its C parser keeps the hop short).
+        Idle connections are dropped after 4 s, before a backend's uvicorn (5 s) closes them under a request."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0), auto_decompress=False)
+        return self._http
+
     async def start(self) -> None:
         """Reattach to the jobs of the state file (those still alive), then keep polling."""
         for job in list(self.registry.jobs.values()):
@@ -63,7 +81,8 @@ class Pool:
             except asyncio.CancelledError:
                 pass
         self.registry.save()
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     async def _poll_forever(self) -> None:
         while True:
@@ -80,13 +99,16 @@ class Pool:
     def model_state(self, model: str) -> dict:
         jobs = self.jobs_of(model)
         running = [j for j in jobs if j.state == "running"]
+        where = {"sites": sorted({j.site for j in jobs})}
+        if errors := self.sites.errors(model):
+            where["site_errors"] = errors
         if running:
             return {"state": "running", "replicas": len(running), "hosts": sorted({f"{j.host}:{j.port}" for j in running}),
-                    "jobs": [j.id for j in jobs]}
+                    "jobs": [j.id for j in jobs], **where}
         for state in ("starting", "queued"):
             if any(j.state == state for j in jobs):
-                return {"state": state, "replicas": 0, "jobs": [j.id for j in jobs]}
-        return {"state": "cold", "replicas": 0, "jobs": []}
+                return {"state": state, "replicas": 0, "jobs": [j.id for j in jobs], **where}
+        return {"state": "cold", "replicas": 0, "jobs": [], **where}
 
     def pick(self, model: str) -> Replica | None:
         """The running replica of `model` with the fewest requests in flight."""
@@ -103,21 +125,30 @@ class Pool:
             if not self.jobs_of(model):
                 await self._submit(model)
 
-    async def _submit(self, model: str) -> Job | None:
+    async def _submit(self, model: str, why: str | None = None) -> Job | None:
+        """One job for `model` at the best site that takes it (SiteChooser's order); None when none does."""
         spec = self.cfg.models[model]
-        for site_name in spec.sites:
-            site = self.cfg.sites[site_name]
-            owned = sum(1 for j in self.registry.jobs.values() if j.site == site_name)
-            if site.max_jobs is not None and owned >= site.max_jobs:
+        failed: list[str] = []
+        for site_name in self.sites.order(model, self.registry.jobs.values()):
+            try:
+                job = await asyncio.to_thread(self.schedulers[site_name].submit, spec)
+            except (LaunchError, OSError) as err:  # sbatch/qsub refused, or a local site's python cannot start
+                reason = err.message + (f" (fix: {err.hint})" if err.hint else "") if isinstance(err, LaunchError) else str(err)
+                log.warning("site %s could not take a job of %s: %s", site_name, model, reason)
+                self.sites.failed(site_name, f"submission failed: {reason}")
+                failed.append(site_name)
                 continue
-            job = await asyncio.to_thread(self.schedulers[site_name].submit, spec)
+            notes = [why] if why else []
+            if failed:
+                notes.append(f"submission failed at {', '.join(failed)} (see site_errors in /v1/models)")
+            job.note = "; ".join(notes) or None
             self.registry.jobs[job.id] = job
             self.registry.submits += 1
             self.registry.save()
-            log.info("submitted job %s for %s on %s", job.id, model, site_name)
+            log.info("submitted job %s for %s on %s%s", job.id, model, site_name, f" ({job.note})" if job.note else "")
             self._changed.set()
             return job
-        log.warning("no site of %s has room for another job", model)
+        log.warning("no site of %s took another job%s", model, f" (failed: {', '.join(failed)})" if failed else "")
         return None
 
     async def remove(self, job: Job, cancel: bool = True) -> None:
@@ -160,14 +191,19 @@ class Pool:
         for model in self.cfg.models:
             await self._renew(model)
             await self._scale(model)
-        self.registry.save()
+        # off the event loop: a file write there would stall every request in flight
+        await asyncio.to_thread(self.registry.write, self.registry.snapshot())
 
     async def _poll_job(self, job: Job) -> None:
         scheduler = self.schedulers[job.site]
         status = await asyncio.to_thread(scheduler.status, job)
         if status == "gone":
             log.warning("job %s of %s is gone", job.id, job.model)
+            if job.running_since is None:  # never answered: the site could not run it
+                self.sites.failed(job.site, f"job {job.id} ended before its server answered; its log: {scheduler.files(job.token)[2]}")
             await self.remove(job, cancel=False)
+            return
+        if job.running_since is None and await self._start_timed_out(job):  # (a reattached job once ran: not late)
             return
         if status == "queued":
             job.state = "queued"
@@ -184,8 +220,9 @@ class Pool:
             return  # the job has not published its port yet
         base = f"http://{where['host']}:{where['port']}"
         try:
-            healthy = (await self.http.get(base + "/health", timeout=2.0)).status_code == 200
-        except httpx.HTTPError:
+            async with self.http.get(base + "/health", timeout=aiohttp.ClientTimeout(total=2.0)) as answer:
+                healthy = answer.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             healthy = False
         if healthy:
             job.state, job.host, job.port = "running", where["host"], where["port"]
@@ -194,6 +231,21 @@ class Pool:
             self.touch(job.model)  # a model that just came up starts its idle clock now
             log.info("job %s of %s is running at %s", job.id, job.model, base)
             self._changed.set()
+
+    async def _start_timed_out(self, job: Job) -> bool:
+        """A job not running within start_timeout_s, of a model with another site: cancel it and submit
+        the replacement elsewhere. With one site the job is left in its queue (a new one would queue last)."""
+        waited = time.time() - job.submitted_at
+        if waited <= self.cfg.gateway.start_timeout_s or len(self.cfg.models[job.model].sites) < 2:
+            return False
+        reason = f"job {job.id} was not running after {waited:.0f} s (start_timeout_s)"
+        log.warning("%s at site %s: trying another site", reason, job.site)
+        self.sites.failed(job.site, reason)
+        await self.remove(job)
+        async with self._lock:
+            if len(self.jobs_of(job.model)) < self.cfg.models[job.model].max_replicas:
+                await self._submit(job.model, why=f"replaces {job.id}, not running at {job.site} within start_timeout_s")
+        return True
 
     async def _scale(self, model: str) -> None:
         spec = self.cfg.models[model]

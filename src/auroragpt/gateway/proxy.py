@@ -8,16 +8,19 @@ the caller did not ask for one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import AsyncIterator, Callable
 
-import httpx
+import aiohttp
 from fastapi.responses import Response, StreamingResponse
 
 from auroragpt.gateway.pool import Pool, Replica
 from auroragpt.serve.protocol import APIError
 
 Account = Callable[[int, int], None]
+# what a backend that dies, or a connection cut short, raises
+BROKEN = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, ValueError)
 
 
 def _backend_error(replica: Replica, err: Exception) -> APIError:
@@ -33,61 +36,72 @@ def _usage_of(payload: dict) -> tuple[int, int]:
 
 async def forward(pool: Pool, replica: Replica, path: str, body: dict, raw: bytes, account: Account) -> Response:
     """Send the request (`raw`, as the caller sent it, unless a usage chunk must be asked for) to the
-    replica and answer with what it answers."""
+    replica and answer with what it answers; a stream is relayed line by line as it comes."""
     stream = bool(body.get("stream"))
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if stream and not wants_usage:
         raw = json.dumps({**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}).encode()
-    request = pool.http.build_request("POST", replica.base + path, content=raw,
-                                      headers={"Authorization": f"Bearer {replica.key}",
-                                               "Content-Type": "application/json"})
     replica.outstanding += 1
     try:
-        upstream = await pool.http.send(request, stream=stream)
-    except httpx.HTTPError as err:
+        upstream = await pool.http.post(replica.base + path, data=raw, headers=replica.headers)
+    except BROKEN as err:
         replica.outstanding -= 1
         await pool.replica_failed(replica)
         raise _backend_error(replica, err) from None
-    if not stream or upstream.status_code != 200:
+    except asyncio.CancelledError:  # the gateway shutting down: the count must not stay raised
+        replica.outstanding -= 1
+        raise
+    if not stream or upstream.status != 200:
         try:
-            content = await upstream.aread()
-        except httpx.HTTPError as err:
+            content = await upstream.read()
+        except BROKEN as err:
             replica.outstanding -= 1
             await pool.replica_failed(replica)
             raise _backend_error(replica, err) from None
+        except asyncio.CancelledError:
+            replica.outstanding -= 1
+            raise
         finally:
-            await upstream.aclose()
+            upstream.release()
         replica.outstanding -= 1
-        if upstream.status_code == 200:
+        if upstream.status == 200:
             account(*_usage_of(json.loads(content)))
-        return Response(content, status_code=upstream.status_code, media_type="application/json",
-                        headers={k: v for k, v in upstream.headers.items() if k.lower() == "retry-after"})
+        retry = upstream.headers.get("Retry-After")
+        return Response(content, status_code=upstream.status, media_type="application/json",
+                        headers={"Retry-After": retry} if retry else None)
     return StreamingResponse(_relay(pool, replica, upstream, wants_usage, account), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
 
 
-async def _relay(pool: Pool, replica: Replica, upstream: httpx.Response, wants_usage: bool,
+async def _relay(pool: Pool, replica: Replica, upstream: aiohttp.ClientResponse, wants_usage: bool,
                  account: Account) -> AsyncIterator[bytes]:
-    """The backend's SSE lines, minus an unasked-for usage chunk; an error event if it breaks off."""
+    """The backend's SSE bytes, passed on as they arrive (whole lines), minus an unasked-for usage chunk;
+    an error event if the backend breaks off."""
     skip_blank = finished = False
+    pending = b""
     try:
-        async for line in upstream.aiter_lines():
-            if line.startswith("data: ") and '"usage"' in line and '"choices":[]' in line.replace(" ", ""):
-                account(*_usage_of(json.loads(line[6:])))
-                if not wants_usage:
-                    skip_blank = True
+        async for chunk in upstream.content.iter_any():
+            *lines, pending = (pending + chunk).split(b"\n")
+            out = []
+            for line in lines:
+                if line.startswith(b"data: {") and b'"usage"' in line and b'"choices":[]' in line.replace(b" ", b""):
+                    account(*_usage_of(json.loads(line[6:])))
+                    if not wants_usage:
+                        skip_blank = True
+                        continue
+                if line.rstrip(b"\r") == b"data: [DONE]":
+                    finished = True
+                elif skip_blank and not line.strip():
+                    skip_blank = False
                     continue
-            if line == "data: [DONE]":
-                finished = True
-            if not line and skip_blank:
-                skip_blank = False
-                continue
-            yield (line + "\n").encode()
+                out.append(line + b"\n")
+            if out:
+                yield b"".join(out)
         if not finished:
-            raise httpx.RemoteProtocolError("the stream ended without [DONE]")
-    except (httpx.HTTPError, ValueError) as err:
+            raise aiohttp.ServerDisconnectedError("the stream ended without [DONE]")
+    except BROKEN as err:
         await pool.replica_failed(replica)
         yield f"data: {json.dumps(_backend_error(replica, err).body())}\n\n".encode()
     finally:
         replica.outstanding -= 1
-        await upstream.aclose()
+        upstream.release()  # a stream the caller left early is closed, not pooled half read

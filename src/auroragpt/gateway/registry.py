@@ -7,6 +7,7 @@ ones; `auroragpt gateway usage` reads the usage table from it.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,9 @@ class Registry:
     jobs: dict[str, Job] = field(default_factory=dict)
     usage: dict[str, Usage] = field(default_factory=dict)
     submits: int = 0  # jobs submitted over the gateway's life (restarts included)
+    _version: int = field(default=0, repr=False)  # of the latest snapshot
+    _written: tuple[int, str] = field(default=(0, ""), repr=False)  # the snapshot the file holds
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> "Registry":
@@ -45,9 +49,23 @@ class Registry:
         return reg
 
     def save(self) -> None:
+        self.write(self.snapshot())
+
+    def snapshot(self) -> tuple[int, str]:
+        """The state as text, numbered, taken on the event loop; `write` may then run in a thread."""
         data = {"jobs": [j.to_dict() for j in self.jobs.values()], "submits": self.submits,
                 "usage": {k: vars(u) for k, u in self.usage.items()}}
-        write_atomically(self.path, json.dumps(data, indent=1))
+        self._version += 1
+        return self._version, json.dumps(data, indent=1)
+
+    def write(self, snapshot: tuple[int, str]) -> None:
+        """Write a snapshot unless the file holds it or a newer one already (polls mostly change nothing)."""
+        with self._lock:
+            version, text = snapshot
+            if version <= self._written[0] or text == self._written[1]:
+                return
+            write_atomically(self.path, text)
+            self._written = snapshot
 
     def account(self, key_id: str, prompt_tokens: int, completion_tokens: int) -> None:
         usage = self.usage.setdefault(key_id, Usage())
