@@ -68,3 +68,13 @@ def test_slurm_and_pbs_scripts_run_the_job_entry_point(tmp_path):
         key_file = sched.files(token)[0]
         assert oct(key_file.stat().st_mode & 0o777) == "0o600"
         assert key_file.read_text() not in script  # the key never appears on a command line
+
+
+def test_the_gateway_process_does_not_import_torch():
+    """The gateway validates and routes requests; torch would cost every gateway start seconds
+    and hundreds of MiB for nothing."""
+    code = ("import sys\nimport auroragpt.commands.gateway, auroragpt.gateway.app, auroragpt.gateway.batches\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

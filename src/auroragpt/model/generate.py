@@ -15,7 +15,8 @@ import torch
 
 from auroragpt.errors import ConfigError
 from auroragpt.model.kvcache import SlotKVCache
-from auroragpt.model.sampling import SEED_MAX, SEED_MIN, sample_next, seeded_generator
+from auroragpt.model.sampling import sample_next, seeded_generator
+from auroragpt.model.sampling_params import SEED_MAX, SEED_MIN
 
 __all__ = ["complete", "generate", "sample_next"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 
+
 class SamplingError(ValueError):
     """The logits cannot be sampled from (NaN, +inf, or no finite score in a row)."""
 
@@ -60,7 +61,3 @@ def seeded_generator(seed: int | None) -> torch.Generator | None:
     if seed is None:
         return None
     return torch.Generator().manual_seed(seed)
-
-
-# torch.Generator.manual_seed accepts exactly this range; outside it torch raises an overflow error.
-SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -24,13 +25,15 @@ from auroragpt.log import get_logger
 from auroragpt.serve import protocol
 from auroragpt.serve.auth import KeyChecker
 from auroragpt.serve.batches import BatchStore
-from auroragpt.serve.engine import Engine
 from auroragpt.serve.metrics import Metrics
 from auroragpt.serve.protocol import APIError, Limits
 from auroragpt.serve.ratelimit import RateLimiter
 from auroragpt.serve.routes import files, generation, health, models
 from auroragpt.serve.state import ServerSettings, ServerState
 from auroragpt.serve.streaming import batch_runner
+
+if TYPE_CHECKING:  # the engine brings torch; the gateway uses this module without it
+    from auroragpt.serve.engine import Engine
 
 __all__ = ["ServerSettings", "add_error_handlers", "create_app"]
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from auroragpt.serve.engine import Engine, StreamEvent
+from auroragpt.serve.events import StreamEvent
+
+if TYPE_CHECKING:  # the engine brings torch; the gateway uses this module without it
+    from auroragpt.serve.engine import Engine
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from auroragpt.model.sampling import SEED_MAX, SEED_MIN
-from auroragpt.serve.engine import SamplingParams, StreamEvent
+from auroragpt.model.sampling_params import SEED_MAX, SEED_MIN, SamplingParams
+from auroragpt.serve.events import StreamEvent
 
 # Used when the tokenizer ships no chat template: role tags on their own lines.
 DEFAULT_CHAT_TEMPLATE = (

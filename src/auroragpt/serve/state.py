@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from fastapi import Request
 
 from auroragpt.serve.auth import KeyChecker
 from auroragpt.serve.batches import BatchStore
-from auroragpt.serve.engine import Engine
 from auroragpt.serve.metrics import Metrics
 from auroragpt.serve.protocol import Limits
 from auroragpt.serve.ratelimit import RateLimiter
+
+if TYPE_CHECKING:  # the engine brings torch; the gateway uses this module without it
+    from auroragpt.serve.engine import Engine
 
 
 @dataclass

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from auroragpt.serve import protocol
-from auroragpt.serve.engine import StreamEvent
+from auroragpt.serve.events import StreamEvent
 from auroragpt.serve.protocol import APIError, Prepared
 from auroragpt.serve.state import ServerState
 
