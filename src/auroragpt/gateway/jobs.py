@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from auroragpt import pids
 from auroragpt.errors import LaunchError
 from auroragpt.gateway.config import ModelSpec, Site
 
@@ -131,13 +132,7 @@ class LocalScheduler(Scheduler):
                 return "gone"
         except ChildProcessError:
             pass  # not our child (a job started before a restart): ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return "gone"
-        except PermissionError:
-            return "started"
-        return "started"
+        return "started" if pids.alive(pid) else "gone"
 
     def cancel(self, job: Job, grace_s: float = 10.0) -> None:
         """SIGTERM the job's process group; SIGKILL it after `grace_s`; reap it when it is our child."""
