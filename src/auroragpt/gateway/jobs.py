@@ -92,7 +92,11 @@ class Scheduler:
 
     def submit(self, spec: ModelSpec) -> Job:
         token, cmd = self._prepare(spec)
-        return self.launch(token, cmd, spec.name)
+        try:
+            return self.launch(token, cmd, spec.name)
+        except BaseException:
+            self.cleanup(token)  # a refused submission leaves no key behind
+            raise
 
     def launch(self, token: str, cmd: list[str], model: str, extra_args: tuple[str, ...] = ()) -> Job:
         """Start `cmd` as a job whose log is this token's (a backend server, or a batch run); `extra_args`
