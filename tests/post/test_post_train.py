@@ -74,6 +74,7 @@ def _launch_two(config: Path) -> subprocess.CompletedProcess:
                    timeout=300)
 
 
+NO_CHECKPOINTS = {"every": 0, "save_at_end": False}  # for runs only compared with others
 LAYOUTS = {"fsdp2": {"dp_shard": -1}, "tp": {"dp_shard": 1, "tp": 2}, "pp": {"dp_shard": 1, "pp": 2}}
 
 
@@ -83,7 +84,7 @@ def test_sft_two_rank_layouts_match_one_rank(post_data, layout):
     records = read_metrics(root / "sft1")
     assert len(records) == STEPS and all(r["loss_tokens"] > 0 for r in records)
     config = _write_config(root / f"sft2{layout}.toml", root / f"sft2{layout}", root / "chat_list.txt",
-                           post_data["tokenizer"], "sft", parallel=LAYOUTS[layout])
+                           post_data["tokenizer"], "sft", parallel=LAYOUTS[layout], checkpoint=NO_CHECKPOINTS)
     result = _launch_two(config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert _losses(root / f"sft2{layout}") == pytest.approx(post_data["sft_losses"], rel=2e-5, abs=1e-6)
@@ -96,7 +97,7 @@ def test_packed_sft_under_pipeline_parallelism_matches_one_rank(post_data):
     runs = {}
     for name, parallel in (("sftpack1", {}), ("sftpack2pp", LAYOUTS["pp"])):
         config = _write_config(root / f"{name}.toml", root / name, root / "chat_list.txt", post_data["tokenizer"], "sft",
-                               post={"pack": True}, parallel=parallel, checkpoint={"every": 0, "save_at_end": False})
+                               post={"pack": True}, parallel=parallel, checkpoint=NO_CHECKPOINTS)
         result = _launch_two(config) if parallel else run_cli("train", "--config", config)
         assert result.returncode == 0, result.stdout + result.stderr
         runs[name] = read_metrics(root / name)
@@ -144,7 +145,8 @@ def test_dpo_two_rank_layouts_match_one_rank(post_data, case):
     ones = read_metrics(_dpo_live1(post_data))
     cache = {"reference_cache": str(root / f"refcache_{case}.npz")} if reference == "precomputed" else {}
     two = _dpo_config(post_data, f"dpo_2{case}", reference=reference, **cache)
-    two.write_text(two.read_text() + "[parallel]\n" + "".join(f"{k} = {v}\n" for k, v in LAYOUTS[layout].items()))
+    text = two.read_text().replace("every = 4", "every = 0").replace("save_at_end = true", "save_at_end = false")
+    two.write_text(text + "[parallel]\n" + "".join(f"{k} = {v}\n" for k, v in LAYOUTS[layout].items()))
     result = _launch_two(two)
     assert result.returncode == 0, result.stdout + result.stderr
     twos = read_metrics(root / f"dpo_2{case}")
