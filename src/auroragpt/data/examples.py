@@ -98,7 +98,9 @@ class ExamplePlan:
         epoch, k = divmod(use, size)
         kept = self._perms.get(f)
         if kept is None or kept[0] != epoch:  # one permutation kept per file: its uses come in order
-            kept = self._perms[f] = (epoch, np.random.default_rng((self.seed, f, epoch)).permutation(size))
+            # (file 0 keeps the key of single-file plans made before weights applied: their runs resume alike)
+            key = (self.seed, epoch) if f == 0 else (self.seed, epoch, f)
+            kept = self._perms[f] = (epoch, np.random.default_rng(key).permutation(size))
         return int(self.unit_starts[f]) + int(kept[1][k])
 
     def example_sequences(self, example: int) -> list[tuple[np.ndarray, np.ndarray]]:
