@@ -20,8 +20,8 @@ STEPS = 8
 
 
 def _write_config(path: Path, run_dir: Path, file_list: Path, tokenizer: Path, objective: str, **sections) -> Path:
-    base = {
-        "model": {"preset": "tiny", "n_layers": 2},
+    base = {  # untied embeddings: pipeline stages cannot share one, and every run here compares with 1 rank
+        "model": {"preset": "tiny", "n_layers": 2, "tie_embeddings": False},
         "data": {"file_list": str(file_list), "tokenizer": str(tokenizer), "seq_len": 32, "micro_batch": 2,
                  "global_batch": 8},
         "train": {"steps": STEPS, "objective": objective, "spike_factor": 1e9},
@@ -74,6 +74,7 @@ def _launch_two(config: Path) -> subprocess.CompletedProcess:
                    timeout=300)
 
 
+NO_CHECKPOINTS = {"every": 0, "save_at_end": False}  # for runs only compared with others
 LAYOUTS = {"fsdp2": {"dp_shard": -1}, "tp": {"dp_shard": 1, "tp": 2}, "pp": {"dp_shard": 1, "pp": 2}}
 
 
@@ -82,20 +83,29 @@ def test_sft_two_rank_layouts_match_one_rank(post_data, layout):
     root = post_data["root"]
     records = read_metrics(root / "sft1")
     assert len(records) == STEPS and all(r["loss_tokens"] > 0 for r in records)
-    baseline = post_data["sft_losses"]
-    model = {"preset": "tiny", "n_layers": 2}
-    if layout == "pp":  # stages cannot share a tied embedding: compare with an untied 1-rank run
-        model["tie_embeddings"] = False
-        one = _write_config(root / "sft1u.toml", root / "sft1u", root / "chat_list.txt", post_data["tokenizer"], "sft",
-                            model=model)
-        assert run_cli("train", "--config", one).returncode == 0
-        baseline = _losses(root / "sft1u")
     config = _write_config(root / f"sft2{layout}.toml", root / f"sft2{layout}", root / "chat_list.txt",
-                           post_data["tokenizer"], "sft", parallel=LAYOUTS[layout], model=model)
+                           post_data["tokenizer"], "sft", parallel=LAYOUTS[layout], checkpoint=NO_CHECKPOINTS)
     result = _launch_two(config)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert _losses(root / f"sft2{layout}") == pytest.approx(baseline, rel=2e-5, abs=1e-6)
+    assert _losses(root / f"sft2{layout}") == pytest.approx(post_data["sft_losses"], rel=2e-5, abs=1e-6)
     assert [r["loss_tokens"] for r in read_metrics(root / f"sft2{layout}")] == [r["loss_tokens"] for r in records]
+
+
+def test_packed_sft_under_pipeline_parallelism_matches_one_rank(post_data):
+    """Every stage gets the rows' document ids, so each builds the same block mask and positions."""
+    root = post_data["root"]
+    runs = {}
+    for name, parallel in (("sftpack1", {}), ("sftpack2pp", LAYOUTS["pp"])):
+        config = _write_config(root / f"{name}.toml", root / name, root / "chat_list.txt", post_data["tokenizer"], "sft",
+                               post={"pack": True}, parallel=parallel, checkpoint=NO_CHECKPOINTS)
+        result = _launch_two(config) if parallel else run_cli("train", "--config", config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs[name] = read_metrics(root / name)
+    one, two = runs["sftpack1"], runs["sftpack2pp"]
+    # packed rows hold several examples: more loss tokens per step than one example per row
+    assert one[0]["loss_tokens"] > read_metrics(root / "sft1")[0]["loss_tokens"]
+    assert [r["loss_tokens"] for r in two] == [r["loss_tokens"] for r in one]
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=2e-5, abs=1e-6)
 
 
 def _dpo_live1(post_data) -> Path:
@@ -111,33 +121,54 @@ def test_dpo_starts_at_ln2(post_data):
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-6) and first["reward_margin"] == pytest.approx(0, abs=1e-6)
 
 
-@pytest.mark.parametrize("layout", ["fsdp2", "tp"])
-def test_dpo_two_rank_layouts_match_one_rank(post_data, layout):
+def _dpo_pre1(post_data) -> Path:
+    """A 1-rank DPO run whose reference log-probs are precomputed into root/refcache.npz."""
+    run = post_data["root"] / "dpo_pre"
+    if not (run / "metrics.jsonl").exists():
+        config = _dpo_config(post_data, "dpo_pre", reference="precomputed",
+                             reference_cache=str(post_data["root"] / "refcache.npz"))
+        result = run_cli("train", "--config", config)
+        assert result.returncode == 0, result.stderr
+    return run
+
+
+DPO_LAYOUTS = {"fsdp2": ("fsdp2", "live"), "tp": ("tp", "live"), "pp": ("pp", "live"), "pp-precomputed": ("pp", "precomputed")}
+
+
+@pytest.mark.parametrize("case", list(DPO_LAYOUTS))
+def test_dpo_two_rank_layouts_match_one_rank(post_data, case):
+    """Losses and every DPO metric (rewards, accuracy, margin, log-probs) of a 2-rank run equal 1 rank's.
+    Under pipeline parallelism the live reference runs as its own pipeline of the policy's stages;
+    the precomputed one is computed through that pipeline, and equals the 1-rank cache."""
+    layout, reference = DPO_LAYOUTS[case]
+    root = post_data["root"]
     ones = read_metrics(_dpo_live1(post_data))
-    two = _dpo_config(post_data, f"dpo_live2{layout}", reference="live")
-    two.write_text(two.read_text() + "[parallel]\n" + "".join(f"{k} = {v}\n" for k, v in LAYOUTS[layout].items()))
+    cache = {"reference_cache": str(root / f"refcache_{case}.npz")} if reference == "precomputed" else {}
+    two = _dpo_config(post_data, f"dpo_2{case}", reference=reference, **cache)
+    text = two.read_text().replace("every = 4", "every = 0").replace("save_at_end = true", "save_at_end = false")
+    two.write_text(text + "[parallel]\n" + "".join(f"{k} = {v}\n" for k, v in LAYOUTS[layout].items()))
     result = _launch_two(two)
     assert result.returncode == 0, result.stdout + result.stderr
-    twos = read_metrics(post_data["root"] / f"dpo_live2{layout}")
-    for key in ("loss", "rewards_chosen", "rewards_rejected", "reward_accuracy", "logps_chosen"):
+    twos = read_metrics(root / f"dpo_2{case}")
+    for key in ("loss", "rewards_chosen", "rewards_rejected", "reward_accuracy", "reward_margin", "logps_chosen",
+                "logps_rejected"):
         assert [r[key] for r in twos] == pytest.approx([r[key] for r in ones], rel=2e-5, abs=1e-5), key
+    if reference == "precomputed":
+        _dpo_pre1(post_data)
+        with np.load(root / "refcache.npz") as one_rank, np.load(cache["reference_cache"]) as pipelined:
+            np.testing.assert_allclose(pipelined["logps"], one_rank["logps"], rtol=1e-5, atol=1e-5)
+            assert pipelined["key"] == one_rank["key"]
 
 
 def test_precomputed_reference_matches_live_and_a_stale_cache_is_refused(post_data):
     root = post_data["root"]
-    _dpo_live1(post_data)
-    cache = root / "refcache.npz"
-    config = _dpo_config(post_data, "dpo_pre", reference="precomputed", reference_cache=str(cache))
-    result = run_cli("train", "--config", config)
-    assert result.returncode == 0, result.stderr
-    assert cache.is_file()
-    live, pre = _losses(root / "dpo_live1"), _losses(root / "dpo_pre")
+    live, pre = _losses(_dpo_live1(post_data)), _losses(_dpo_pre1(post_data))
+    assert (root / "refcache.npz").is_file()
     assert pre[:5] == pytest.approx(live[:5], rel=1e-6, abs=1e-6)
 
-    with np.load(cache) as saved:
-        key, logps = saved["key"], saved["logps"]
-    np.savez(cache.with_suffix(".tmp.npz"), key=key, logps=logps * 1.01)  # a cache gone stale
-    cache.with_suffix(".tmp.npz").replace(cache)
+    cache = root / "stale.npz"
+    with np.load(root / "refcache.npz") as saved:
+        np.savez(cache, key=saved["key"], logps=saved["logps"] * 1.01)  # a cache gone stale
     stale = _dpo_config(post_data, "dpo_stale", reference="precomputed", reference_cache=str(cache))
     result = run_cli("train", "--config", stale)
     assert result.returncode == 2, result.stderr

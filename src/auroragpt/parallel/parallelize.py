@@ -142,11 +142,8 @@ class ParallelModel:
             no_sync = model.no_sync() if (not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
             with no_sync, self._loss_context():
                 with self._autocast():
-                    # integer [b, 2, T] inputs are packed rows: token ids and the document id of each
-                    # token; anything else (token rows, a weather model's float fields) goes in whole
-                    packed = x.dim() == 3 and x.shape[1] == 2 and not x.is_floating_point()
-                    logits = model(x[:, 0], documents=x[:, 1]) if packed else model(x)
-                    loss = loss_fn(logits, y)
+                    args, kwargs = _model_inputs(x)
+                    loss = loss_fn(model(*args, **kwargs), y)
                 (loss / grad_accum).backward()
             total += _local_value(loss)
         return total / grad_accum
@@ -159,18 +156,43 @@ class ParallelModel:
         self._loss_scale = 1.0 / (grad_accum * self.layout.num_microbatches)
         losses: list[torch.Tensor] = []
         for x, y in zip(tokens.chunk(grad_accum), targets.chunk(grad_accum)):
-            step_losses: list[torch.Tensor] = []  # the schedule clears the list it is given
-            args = (x,) if self.is_first_stage else ()
-            kwargs = {"target": y, "losses": step_losses} if self.is_last_stage else {}
-            with self._loss_context(), self._autocast():
-                if train:
-                    schedule.step(*args, **kwargs)
-                else:
-                    schedule.eval(*args, **kwargs)
-            losses.extend(step_losses)
+            losses.extend(self._run_schedule(schedule, x, y, train))
         if not self.is_last_stage:
             return torch.zeros((), device=self.device)
         return torch.stack([_local_value(l) for l in losses]).sum()
+
+    def _run_schedule(self, schedule, x: torch.Tensor, y: torch.Tensor, train: bool) -> list[torch.Tensor]:
+        """One schedule step (or forward-only pass); the loss_fn values of its micro-batches on the
+        last stage. Every stage gets the keyword inputs (packed rows' document ids), the first
+        stage the tokens too."""
+        values: list[torch.Tensor] = []  # the schedule clears the list it is given
+        args, kwargs = _model_inputs(x)
+        args = args if self.is_first_stage else ()
+        if self.is_last_stage:
+            kwargs = {**kwargs, "target": y, "losses": values}
+        with self._loss_context(), self._autocast():
+            if train:
+                schedule.step(*args, **kwargs)
+            else:
+                schedule.eval(*args, **kwargs)
+        return values
+
+    @torch.no_grad()
+    def eval_rows(self, tokens: torch.Tensor, targets: torch.Tensor, row_fn: LossFn, chunks: int = 1) -> torch.Tensor | None:
+        """row_fn(output, targets) of a batch, one value per row, without gradients, `chunks` equal
+        slices at a time (a frozen DPO reference). Under pipeline parallelism only the ranks of the
+        last stage get the values; the others get None."""
+        tokens, targets = tokens.to(self.device), targets.to(self.device)
+        out: list[torch.Tensor] = []
+        for x, y in zip(tokens.chunk(chunks), targets.chunk(chunks)):
+            if self._stages:
+                self._loss_fn, self._loss_scale = row_fn, 1.0
+                out.extend(self._run_schedule(self._get_schedule(), x, y, train=False))
+            else:
+                args, kwargs = _model_inputs(x)
+                with self._loss_context(), self._autocast():
+                    out.append(row_fn(self.model_parts[0](*args, **kwargs), y))
+        return torch.cat(out) if (out and self.is_last_stage) else None
 
     def _get_schedule(self):
         if self._schedule is None:
@@ -223,6 +245,15 @@ class ParallelModel:
         if self.mesh is None or self.layout.pp == 1:
             return None
         return self.mesh["pp"].get_group()
+
+
+def _model_inputs(x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+    """Integer [b, 2, T] inputs are packed rows: token ids, and the document id of each token (which
+    every pipeline stage needs for its attention mask and positions); anything else (token rows, a
+    weather model's float fields) goes in whole."""
+    if x.dim() == 3 and x.shape[1] == 2 and not x.is_floating_point():
+        return (x[:, 0],), {"documents": x[:, 1]}
+    return (x,), {}
 
 
 def _local_value(loss: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,10 @@ class DPOObjective:
                  rpo_alpha: float = 0.0) -> None:
         self.layout, self.reference = layout, reference
         self.beta, self.loss, self.label_smoothing, self.rpo_alpha = beta, loss, label_smoothing, rpo_alpha
-        self._stats = torch.zeros(len(STATS) + 1, dtype=torch.float64)
+        # per micro-batch, keyed by its targets' storage: a pipeline schedule calls the loss once
+        # more on its first step, on a stand-in output of the first micro-batch, to infer the
+        # backward's shapes; the real call for that micro-batch then replaces the stand-in's numbers
+        self._stats: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
 
     def batch(self, batches: Iterator[torch.Tensor], accum: int) -> tuple[torch.Tensor, torch.Tensor, LossFn]:
         rows = torch.cat([next(batches) for _ in range(accum)])
@@ -81,7 +84,7 @@ class DPOObjective:
         pairs = global_sum(torch.tensor(float(rows.shape[0] // 2), dtype=torch.float64), self.layout)
         chosen_tokens = global_sum((targets[0::2] != IGNORE).sum().double(), self.layout)
         pieces = split_pieces(self.layout, accum)
-        self._stats.zero_()
+        self._stats.clear()
         return tokens, pack_targets(targets, ref), self.loss_fn(pieces / float(pairs), pieces / max(float(chosen_tokens), 1.0))
 
     def loss_fn(self, pair_scale: float, token_scale: float) -> LossFn:
@@ -99,15 +102,15 @@ class DPOObjective:
             if self.rpo_alpha:
                 chosen_sum = sequence_logps(logits[0::2], targets[0::2])[0].sum()
                 total = total - self.rpo_alpha * chosen_sum * token_scale
-            self._record(rc, rr, logps.detach())
+            self._record((packed.data_ptr(), tuple(packed.shape)), rc, rr, logps.detach())
             return total
 
         return loss
 
-    def _record(self, rc: torch.Tensor, rr: torch.Tensor, logps: torch.Tensor) -> None:
+    def _record(self, key: tuple[int, tuple[int, ...]], rc: torch.Tensor, rr: torch.Tensor, logps: torch.Tensor) -> None:
         values = [rc.sum(), rr.sum(), (rc > rr).float().sum(), (rc - rr).sum(), logps[0::2].sum(), logps[1::2].sum(),
                   torch.tensor(float(rc.numel()))]
-        self._stats += torch.stack([v.double().cpu() for v in values])
+        self._stats[key] = torch.stack([v.double().cpu() for v in values])
 
     def metrics(self) -> dict[str, Any]:
         """Means over the step's pairs of every rank: rewards, accuracy, margin, log-probs."""
@@ -115,7 +118,7 @@ class DPOObjective:
 
         from auroragpt.train.objectives import collective_device
 
-        stats = self._stats.clone()
+        stats = torch.stack(list(self._stats.values())).sum(0) if self._stats else torch.zeros(len(STATS) + 1, dtype=torch.float64)
         if dist.is_initialized() and self.layout.world_size > 1:
             stats = stats.to(collective_device())
             dist.all_reduce(stats)  # loss holders: every data-parallel rank, tp times each
@@ -127,11 +130,6 @@ class DPOObjective:
 def build_dpo_objective(cfg, runner, model_cfg, info, loader) -> DPOObjective:
     from auroragpt.train.reference import build_reference
 
-    if runner.layout.pp > 1:
-        from auroragpt.errors import ConfigError
-
-        raise ConfigError("train.objective = 'dpo' does not run with parallel.pp > 1 yet",
-                          hint="use FSDP2/HSDP or DDP (and tp) for DPO; pipeline parallelism works for pretraining and SFT")
     reference = build_reference(cfg, runner, model_cfg, info, loader.dataset.plan)
     p = cfg.post
     return DPOObjective(runner.layout, reference, p.beta, p.loss, p.label_smoothing, p.rpo_alpha)

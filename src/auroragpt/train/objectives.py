@@ -69,11 +69,6 @@ def build_objective(cfg, runner, model_cfg, info, loader=None):
     if name == "sft":
         from auroragpt.train.sft import SFTObjective
 
-        if cfg.post.pack and runner.layout.pp > 1:
-            from auroragpt.errors import ConfigError
-
-            raise ConfigError("post.pack does not run with parallel.pp > 1 yet (a stage sees hidden states, not document ids)",
-                              hint="set post.pack = false, or use FSDP2/DDP/TP for packed SFT")
         return SFTObjective(runner.layout, packed=cfg.post.pack)
     if name == "dpo":
         from auroragpt.train.dpo import build_dpo_objective

@@ -2,7 +2,9 @@
 
 Live: the reference weights (post.reference_from, else checkpoint.init_from) are loaded into a
 second model, parallelised with the policy's layout (FSDP2/TP shards alike; DDP replicas need
-no wrapper), with every parameter frozen: no gradients, never in an optimizer.
+no wrapper; under pipeline parallelism it is cut into the policy's stages and run as a second,
+forward-only schedule whose values land on the last stage, beside the policy's loss), with every
+parameter frozen: no gradients, never in an optimizer.
 
 Precomputed: the same frozen model computes the summed log-probs of every pair once; they are
 written (atomically, by rank 0) to a cache named by a digest of the data (indexes and recipes,
@@ -41,13 +43,15 @@ def frozen_reference_model(cfg, runner, model_cfg, info):
     load_initial_weights(model, reference_source(cfg), model_cfg)
     model.requires_grad_(False)
     layout = runner.layout
-    if layout.data_parallel_mode in ("ddp", "none") and layout.tp == 1:
+    if layout.data_parallel_mode in ("ddp", "none") and layout.tp == 1 and layout.pp == 1:
         model.eval()
         return model
     ref = parallelize(model, layout, runner.mesh,
                       mixed_precision=cfg.parallel.mixed_precision == "bf16", device=info.device)
     ref.eval()
-    return ref.model_parts[0]
+    # under pipeline parallelism the reference is cut into the policy's stages and runs as its own
+    # forward-only schedule (ParallelModel.eval_rows); otherwise its one part is called directly
+    return ref if layout.pp > 1 else ref.model_parts[0]
 
 
 def _autocasts(cfg, layout) -> bool:
@@ -62,13 +66,20 @@ def reference_source(cfg) -> str:
 @torch.no_grad()
 def model_logps(model, tokens: torch.Tensor, targets: torch.Tensor, chunks: int, bf16: bool = False) -> torch.Tensor:
     """Summed log-probs of each row's loss tokens under `model`, computed `chunks` rows-groups at a
-    time; `bf16` autocasts as the runner does for the policy when FSDP does not cast the weights."""
+    time; `bf16` autocasts as the runner does for the policy when FSDP does not cast the weights.
+
+    A pipelined reference (a ParallelModel) gives the values on the last stage, where the policy's
+    loss needs them, and zeros on the other stages."""
     import contextlib
 
     from torch.distributed.tensor import DTensor
 
+    from auroragpt.parallel.parallelize import ParallelModel
     from auroragpt.train.dpo import sequence_logps
 
+    if isinstance(model, ParallelModel):  # it autocasts exactly as the policy's runner does
+        values = model.eval_rows(tokens, targets, lambda logits, y: sequence_logps(logits, y)[0], chunks)
+        return values.double().cpu() if values is not None else torch.zeros(tokens.shape[0], dtype=torch.float64)
     device = next(model.parameters()).device
     out = []
     for x, y in zip(tokens.chunk(chunks), targets.chunk(chunks)):
@@ -117,15 +128,17 @@ def compute_table(model, plan, examples: list[int], layout, mesh, micro_batch: i
     step = dp * micro_batch
     for start in range(0, len(examples), step):  # every rank runs the same number of forwards
         mine = list(range(start + dp_rank * micro_batch, min(start + (dp_rank + 1) * micro_batch, len(examples))))
-        chosen = mine or [start]
+        # always micro_batch pairs: a pipeline stage receives activations of one fixed shape
+        chosen = mine + [start] * (micro_batch - len(mine))
         tokens, targets = pair_batch(plan, [examples[i] for i in chosen])
         values = model_logps(model, tokens, targets, 1, bf16).numpy().reshape(-1, 2)
         if mine:
-            table[mine] = values
+            table[mine] = values[: len(mine)]
     if dist.is_initialized() and layout.world_size > 1:
         total = torch.from_numpy(table)
         dist.all_reduce(total)
-        table = total.numpy() / (layout.tp * layout.pp)
+        # each data-parallel share is held by its tp ranks (of the last pipeline stage only)
+        table = total.numpy() / layout.tp
     return table
 
 
