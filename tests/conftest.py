@@ -19,3 +19,15 @@ def _no_rendezvous_leaks():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup`: the tests of one file stay on one worker (its module and
+    session fixtures, e.g. trained runs, are built once), and every test of the real Slurm cluster
+    runs on one worker (the session fixture starts the daemons; two workers would race to)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        slurm = "slurm_cluster" in getattr(item, "fixturenames", ()) or "slurm" in item.path.name
+        item.add_marker(pytest.mark.xdist_group("slurm" if slurm else item.path.relative_to(config.rootpath).as_posix()))

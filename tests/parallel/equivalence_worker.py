@@ -8,6 +8,7 @@ MASTER_PORT set (gloo). Rank 0 writes {mode: {"loss": [...], "norm": [...]}} as 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -76,8 +77,10 @@ def config_for(options: dict) -> ModelConfig:
     return dataclasses.replace(CFG, tie_embeddings=bool(options.get("tie_embeddings", False)))
 
 
+@functools.lru_cache(maxsize=None)
 def reference(tie_embeddings: bool = False) -> dict[str, list[float]]:
-    """Plain single-process PyTorch: whole batch, AdamW, clip_grad_norm_."""
+    """Plain single-process PyTorch: whole batch, AdamW, clip_grad_norm_ (computed once per process;
+    callers only read it)."""
     torch.manual_seed(0)
     model = make_model(config_for({"tie_embeddings": tie_embeddings}))
     opt = torch.optim.AdamW(model.parameters(), lr=LR)

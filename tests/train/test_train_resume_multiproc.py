@@ -141,8 +141,11 @@ def test_meta_device_init_on_two_ranks_trains_and_resumes(tmp_path):
     run, full = tmp_path / "meta", tmp_path / "full"
     run.mkdir()
     full.mkdir()
-    finish(launch(config, run, 2, "--parallel.meta_init=always", "--train.steps=10"), run)
-    finish(launch(config, full, 2, "--parallel.meta_init=never", "--train.steps=10"), full)
+    # Independent runs: started together, so one's start-up overlaps the other's steps on 2 cores.
+    meta = launch(config, run, 2, "--parallel.meta_init=always", "--train.steps=10")
+    plain = launch(config, full, 2, "--parallel.meta_init=never", "--train.steps=10")
+    finish(meta, run)
+    finish(plain, full)
     assert "weights initialised per shard from the meta device" in (tmp_path / "meta.log").read_text()
     assert "meta device" not in (tmp_path / "full.log").read_text()
     first, reference = losses(run), losses(full)
