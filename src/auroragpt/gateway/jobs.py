@@ -154,7 +154,9 @@ class LocalScheduler(Scheduler):
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             return
-        self.status(job)
+        deadline = time.monotonic() + 5.0  # SIGKILL is not instant; a child not reaped stays a zombie
+        while self.status(job) != "gone" and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 class SlurmScheduler(Scheduler):
