@@ -83,23 +83,3 @@ def test_vllm_engine_job_runs_vllm_openai_server_with_the_job_key(tmp_path, monk
                      "--max-num-seqs": "8", "--dtype": "bfloat16"}
     monkeypatch.setenv("AURORAGPT_API_KEYS", sched.key(token))  # as jobmain hands it to serve
     assert vllm_keys(args) == [sched.key(token)] and sched.key(token) not in vllm  # to vLLM in its environment only
-
-
-def test_a_refused_submission_leaves_no_job_key_behind(tmp_path, monkeypatch):
-    from auroragpt.errors import LaunchError
-    from auroragpt.gateway.jobs import SlurmScheduler
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified' >&2\nexit 1\n")
-    (bin_dir / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    sched = SlurmScheduler(Site(name="cluster", scheduler="slurm"), tmp_path / "state")
-    spec = ModelSpec(name="tiny", path=str(tmp_path), sites=["cluster"])
-    try:
-        sched.submit(spec)
-    except LaunchError as err:
-        assert "invalid partition" in str(err)
-    else:
-        raise AssertionError("a refused sbatch must raise")
-    assert not list((tmp_path / "state" / "jobs").glob("*.key"))
