@@ -21,12 +21,8 @@ demo: $(STAMP)
 demo-weather: $(STAMP)
 	bash scripts/demo_weather.sh
 
-# Two workers: most tests wait on their own subprocesses, so one worker leaves a core idle;
-# tests/conftest.py keeps a file's tests, and all real-Slurm tests, on one worker.
-TEST_WORKERS ?= 2
-
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_out demo_weather

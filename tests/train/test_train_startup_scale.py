@@ -90,6 +90,7 @@ def start(corpus: Path, tmp_path: Path, world: int) -> tuple[float, dict[int, di
     return seconds, per_rank
 
 
+@pytest.mark.slow  # a scale test: 18 s of rank start-ups on 2 cores
 def test_file_reads_per_rank_do_not_grow_with_the_world(corpus: Path, tmp_path: Path) -> None:
     reads, times = {}, {}
     for world in (1, 2, 4):

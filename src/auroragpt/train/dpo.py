@@ -30,6 +30,8 @@ STATS = ("rewards_chosen", "rewards_rejected", "reward_accuracy", "reward_margin
 def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of log p(target) over loss positions, number of loss positions) per row, fp32."""
     nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(0, 1), ignore_index=IGNORE, reduction="none")
+    if hasattr(nll, "full_tensor"):  # loss_parallel: per-token values of vocabulary-sharded logits come as a DTensor
+        nll = nll.full_tensor()
     return -nll.view(targets.shape).sum(-1), (targets != IGNORE).sum(-1)
 
 
