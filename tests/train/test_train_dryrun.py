@@ -100,7 +100,8 @@ def test_bad_dry_run_arguments_are_explained() -> None:
 
 @pytest.mark.parametrize(("world", "overrides", "compare_collectives"), [
     (2, [], True),                                                                   # FSDP2
-    (4, ["--parallel.pp=2", "--parallel.pp_microbatches=2"], False),                 # PP x FSDP2
+    pytest.param(4, ["--parallel.pp=2", "--parallel.pp_microbatches=2"], False,  # PP x FSDP2 (memory only: 11 s)
+                 marks=pytest.mark.slow),
     (4, ["--parallel.tp=2"], True),                                                  # FSDP2 x TP
     pytest.param(8, ["--parallel.dp_replicate=2", "--parallel.dp_shard=2", "--parallel.tp=2"], True,  # HSDP x TP
                  marks=pytest.mark.slow),  # 8 ranks on 2 cores: 25 s; 2 and 4 ranks cover FSDP2 and TP in CI
