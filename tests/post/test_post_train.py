@@ -132,14 +132,16 @@ def _dpo_pre1(post_data) -> Path:
     return run
 
 
-DPO_LAYOUTS = {"fsdp2": ("fsdp2", "live"), "tp": ("tp", "live"), "tp-loss-parallel": ("tp_loss_parallel", "live"),
+DPO_LAYOUTS = {"fsdp2": ("fsdp2", "live"), "ddp": ("ddp", "live"), "tp": ("tp", "live"),
+               "tp-loss-parallel": ("tp_loss_parallel", "live"),
                "pp": ("pp", "live"), "pp-precomputed": ("pp", "precomputed")}
 # log-probs from logits left sharded over the vocabulary (torch's loss_parallel), as a large-vocabulary run uses
-DPO_ONLY_LAYOUTS = {"tp_loss_parallel": {"dp_shard": 1, "tp": 2, "loss_parallel": "true"}}
+DPO_ONLY_LAYOUTS = {"tp_loss_parallel": {"dp_shard": 1, "tp": 2, "loss_parallel": "true"},
+                    "ddp": {"dp_replicate": 2, "dp_shard": 1}}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "pp-precomputed" else c
-                                  for c in DPO_LAYOUTS])  # precomputed = live is shown on 1 rank in CI
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in ("pp-precomputed", "ddp") else c
+                                  for c in DPO_LAYOUTS])  # precomputed = live is shown on 1 rank in CI; DDP is FSDP2's simpler sibling
 def test_dpo_two_rank_layouts_match_one_rank(post_data, case):
     """Losses and every DPO metric (rewards, accuracy, margin, log-probs) of a 2-rank run equal 1 rank's.
     Under pipeline parallelism the live reference runs as its own pipeline of the policy's stages;
