@@ -72,11 +72,7 @@ def _train(cfg: Config, run_dir: Path, family, model_cfg, steps: int, layout) ->
     mesh = build_mesh(layout, info.device.type)
     on_meta = use_meta_init(cfg.parallel.meta_init, model_cfg, layout) and not cfg.checkpoint.init_from
     if info.rank == 0:
-        window = (f" wp={layout.wp} ({layout.wp_lat}x{layout.wp // layout.wp_lat} tiles) sp={layout.sp}"
-                  if layout.window > 1 else "")
-        log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)%s%s", info.topology(), layout.pp,
-                 layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode, window,
-                 ", weights initialised per shard from the meta device" if on_meta else "")
+        log_layout(info, layout, on_meta)
     model = family.build_model(model_cfg, info.device, cfg.train.seed, on_meta=on_meta)
     resume_path = find_resume_checkpoint(cfg, run_dir)
     if resume_path is None and cfg.checkpoint.init_from:
@@ -92,7 +88,123 @@ def _train(cfg: Config, run_dir: Path, family, model_cfg, steps: int, layout) ->
 
     prepare_run_dir(cfg, run_dir, info.rank)
     seed_everything(cfg.train.seed, info.rank)
-    step, tokens_seen = 0, 0
+    step, tokens_seen = resume(cfg, run_dir, resume_path, checkpointer, runner, optimizers, guard, info, steps)
+
+    dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
+    loader = family.build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
+    job = _Job(cfg, model_cfg, info, runner, optimizers, guard, checkpointer,
+               objective=family.build_objective(cfg, runner, model_cfg, info, loader), batches=iter(loader),
+               metrics=MetricsWriter(run_dir, info.rank == 0, wandb=cfg.metrics.wandb, tensorboard=cfg.metrics.tensorboard,
+                                     project=cfg.metrics.project, run_name=cfg.run.name, config=cfg.to_dict()),
+               accum=grad_accum_steps(layout, cfg.data.global_batch, cfg.data.micro_batch),
+               tokens_per_step=family.tokens_per_step(cfg, model_cfg), data_mix=read_data_mix(cfg),
+               flops_per_token=model_cfg.flops_per_token(cfg.data.seq_len), peak=device_peak_flops(info.device))
+    log.info("training %s (%.1fM parameters) for %d steps on %d ranks, %d micro batches per step",
+             cfg.model.preset, model_cfg.num_params() / 1e6, steps, info.world_size, job.accum)
+    first_step = step
+    try:
+        step, loss, finite_steps = _run_steps(job, step, tokens_seen, steps)
+        checkpointer.wait()
+        check_something_was_learnt(step - first_step, finite_steps, loss)
+    finally:
+        job.metrics.close()
+        if info.rank == 0 and cfg.metrics.plots:  # a stopped or diverged run gets its plots too
+            write_plots_safely(run_dir)
+    teardown()
+    return TrainResult(run_dir, step, loss, guard.skipped_total)
+
+
+@dataclasses.dataclass
+class _Job:
+    """What the step loop works with, built once per run by `_train`."""
+
+    cfg: Config
+    model_cfg: Any
+    info: Any
+    runner: Any
+    optimizers: list
+    guard: SpikeGuard
+    checkpointer: Checkpointer
+    objective: Any
+    batches: Iterator
+    metrics: MetricsWriter
+    accum: int
+    tokens_per_step: int
+    data_mix: Any
+    flops_per_token: float
+    peak: float | None
+
+
+def _run_steps(job: _Job, step: int, tokens_seen: int, steps: int) -> tuple[int, float, int]:
+    """Steps from `step` to `steps`: the step count reached, the last loss and how many were finite."""
+    cfg, loss, finite_steps = job.cfg, float("nan"), 0
+    while step < steps:
+        lr = lr_at(step, cfg.optim, steps)
+        for optimizer in job.optimizers:
+            set_lr(optimizer, lr)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        loss, grad_norm, applied = _optimizer_step(job, step, lr, tokens_seen)
+        finite_steps += math.isfinite(loss)
+        synchronize(job.info.device)
+        elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
+        step += 1
+        tokens_seen += job.tokens_per_step
+        saving = should_checkpoint(cfg, step, steps)
+        if step % cfg.metrics.log_every == 0 or step == steps or not applied or saving:
+            record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
+                      "step_time_s": elapsed, "cpu_time_s": cpu_elapsed, "skipped": not applied,
+                      "skipped_steps": job.guard.skipped_total, "memory_gib": memory_gib(job.info.device),
+                      **throughput(job.tokens_per_step, elapsed, job.flops_per_token, job.info.world_size, job.peak),
+                      **job.objective.metrics()}
+            if saving:  # the checkpoint keeps the record, in case a kill comes before it is written
+                meta = checkpoint_meta(cfg, job.model_cfg, step, tokens_seen, job.guard, job.data_mix)
+                job.checkpointer.save(step, job.runner.model_parts, job.optimizers,
+                                      {**meta, "metrics_record": strict_record(record)})
+                record["checkpoint_save_s"] = job.checkpointer.last_save_s
+            job.metrics.write(record)
+            log.info(format_record(record))
+    return step, loss, finite_steps
+
+
+def _optimizer_step(job: _Job, step: int, lr: float, tokens_seen: int) -> tuple[float, float, bool]:
+    """One step's forward/backward, clipping and (unless the spike guard skips it) update."""
+    tokens, targets, loss_fn = job.objective.batch(job.batches, job.accum)
+    loss = float(job.runner.train_step(tokens, targets, loss_fn, grad_accum=job.accum))
+    grad_norm = float(job.runner.clip_grad_norm_(job.cfg.train.grad_clip))
+    try:
+        applied = job.guard.check(step + 1, loss, grad_norm)
+    except TrainingDiverged as err:  # the step that ends the run is in the metrics too
+        job.metrics.write({"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                           "tokens": tokens_seen, "skipped": True, "skipped_steps": job.guard.skipped_total,
+                           "stopped": err.message})
+        raise
+    if applied:
+        for optimizer in job.optimizers:
+            optimizer.step()
+    for optimizer in job.optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    return loss, grad_norm, applied
+
+
+# ----------------------------------------------------------------------------------------------
+# The named pieces, in the order the loop uses them.
+
+
+def log_layout(info, layout, on_meta: bool) -> None:
+    window = (f" wp={layout.wp} ({layout.wp_lat}x{layout.wp // layout.wp_lat} tiles) sp={layout.sp}"
+              if layout.window > 1 else "")
+    log.info("%s; layout pp=%d dp_replicate=%d dp_shard=%d tp=%d (%s)%s%s", info.topology(), layout.pp,
+             layout.dp_replicate, layout.dp_shard, layout.tp, layout.data_parallel_mode, window,
+             ", weights initialised per shard from the meta device" if on_meta else "")
+
+
+def resume(cfg: Config, run_dir: Path, resume_path: Path | None, checkpointer: Checkpointer, runner, optimizers: list,
+           guard: SpikeGuard, info, steps: int) -> tuple[int, int]:
+    """Step and tokens seen to start from: the checkpoint's, restored into the model parts, optimizers
+    and guard, or (0, 0). The metrics log forgets steps a killed run logged after its last checkpoint."""
+    from auroragpt.runtime.setup import seed_everything
+
+    step, tokens_seen, meta = 0, 0, {}
     if resume_path is not None:
         meta = checkpointer.load(resume_path, runner.model_parts, optimizers)
         step, tokens_seen = meta["step"], meta["tokens_seen"]
@@ -101,79 +213,10 @@ def _train(cfg: Config, run_dir: Path, family, model_cfg, steps: int, layout) ->
             seed_everything(cfg.train.seed + step, info.rank)
         warn_if_data_order_changes(meta.get("config", {}), cfg, steps)
         log.info("resumed from %s at step %d (%d tokens seen)", resume_path, step, tokens_seen)
-    if info.rank == 0:  # forget steps a killed run logged after its last checkpoint, keep the checkpoint's own
+    if info.rank == 0:  # a checkpoint of this run keeps its own record; one from elsewhere does not
         own = resume_path is not None and resume_path.parent.resolve() == checkpoints_root(run_dir).resolve()
         truncate_after(run_dir / "metrics.jsonl", step, meta.get("metrics_record") if own else None)
-
-    dp_rank, dp_size = data_parallel_coordinates(layout, mesh)
-    loader = family.build_data_loader(cfg, model_cfg, dp_rank, dp_size, start_sample=step * cfg.data.global_batch, steps=steps)
-    batches = iter(loader)
-    objective = family.build_objective(cfg, runner, model_cfg, info, loader)
-    data_mix = read_data_mix(cfg)
-    accum = grad_accum_steps(layout, cfg.data.global_batch, cfg.data.micro_batch)
-    tokens_per_step = family.tokens_per_step(cfg, model_cfg)
-    flops_per_token = model_cfg.flops_per_token(cfg.data.seq_len)
-    peak = device_peak_flops(info.device)
-    metrics = MetricsWriter(run_dir, info.rank == 0, wandb=cfg.metrics.wandb, tensorboard=cfg.metrics.tensorboard,
-                            project=cfg.metrics.project, run_name=cfg.run.name, config=cfg.to_dict())
-    log.info("training %s (%.1fM parameters) for %d steps on %d ranks, %d micro batches per step",
-             cfg.model.preset, model_cfg.num_params() / 1e6, steps, info.world_size, accum)
-
-    loss = float("nan")
-    finite_steps, first_step = 0, step
-    try:
-        while step < steps:
-            lr = lr_at(step, cfg.optim, steps)
-            for optimizer in optimizers:
-                set_lr(optimizer, lr)
-            started, cpu_started = time.perf_counter(), time.process_time()
-
-            tokens, targets, loss_fn = objective.batch(batches, accum)
-            loss = float(runner.train_step(tokens, targets, loss_fn, grad_accum=accum))
-            grad_norm = float(runner.clip_grad_norm_(cfg.train.grad_clip))
-            finite_steps += math.isfinite(loss)
-            try:
-                applied = guard.check(step + 1, loss, grad_norm)
-            except TrainingDiverged as err:  # the step that ends the run is in the metrics too
-                metrics.write({"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                               "tokens": tokens_seen, "skipped": True, "skipped_steps": guard.skipped_total,
-                               "stopped": err.message})
-                raise
-            if applied:
-                for optimizer in optimizers:
-                    optimizer.step()
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-
-            synchronize(info.device)
-            elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
-            step += 1
-            tokens_seen += tokens_per_step
-            saving = should_checkpoint(cfg, step, steps)
-            if step % cfg.metrics.log_every == 0 or step == steps or not applied or saving:
-                record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
-                          "step_time_s": elapsed, "cpu_time_s": cpu_elapsed, "skipped": not applied,
-                          "skipped_steps": guard.skipped_total, "memory_gib": memory_gib(info.device),
-                          **throughput(tokens_per_step, elapsed, flops_per_token, info.world_size, peak),
-                          **objective.metrics()}
-                if saving:  # the checkpoint keeps the record, in case a kill comes before it is written
-                    meta = checkpoint_meta(cfg, model_cfg, step, tokens_seen, guard, data_mix)
-                    checkpointer.save(step, runner.model_parts, optimizers, {**meta, "metrics_record": strict_record(record)})
-                    record["checkpoint_save_s"] = checkpointer.last_save_s
-                metrics.write(record)
-                log.info(format_record(record))
-        checkpointer.wait()
-        check_something_was_learnt(step - first_step, finite_steps, loss)
-    finally:
-        metrics.close()
-        if info.rank == 0 and cfg.metrics.plots:  # a stopped or diverged run gets its plots too
-            write_plots_safely(run_dir)
-    teardown()
-    return TrainResult(run_dir, step, loss, guard.skipped_total)
-
-
-# ----------------------------------------------------------------------------------------------
-# The named pieces, in the order the loop uses them.
+    return step, tokens_seen
 
 
 def check_something_was_learnt(steps_run: int, finite_steps: int, last_loss: float) -> None:
