@@ -436,6 +436,43 @@ def build_blend_plan(
     import time
 
     started = time.perf_counter()
+    _check_plan_arguments(file_list, seq_len, num_samples, split, valid_fraction)
+    entries = file_list.entries
+    begin, end = _split_ranges(entries, split, valid_fraction)
+    windows = np.maximum(end - begin - 1, 0) // seq_len
+    slack = np.maximum(end - begin - 1 - windows * seq_len, 0)
+    names = file_list.corpora
+    corpus_index = {name: c for c, name in enumerate(names)}
+    file_corpus = np.array([corpus_index[e.corpus] for e in entries], dtype=np.int64)
+    file_weight, corpus_weights = _weights(file_list, seq_len, split, begin, end, windows, file_corpus)
+
+    period = schedule_period(num_samples, len(names))
+    counts = apportion(corpus_weights, period, at_least_one=True)
+    owner, rank = chairman_schedule(counts)
+    full, rest = divmod(num_samples, period)
+    corpus_samples = full * counts + np.bincount(owner[:rest], minlength=len(names))
+
+    grouped = np.argsort(file_corpus, kind="stable")
+    corpus_first = np.searchsorted(file_corpus[grouped], np.arange(len(names)))
+    corpus_epoch, short_slots = _corpus_epochs(file_corpus, file_weight, windows, len(names))
+    corpus_period = np.maximum(np.minimum(corpus_epoch, corpus_samples), 1)
+    full_periods = corpus_samples // corpus_period
+    slots_full, slots_last = _file_slots(file_corpus, file_weight, windows, grouped, corpus_first, corpus_epoch,
+                                         short_slots, corpus_period, corpus_samples, full_periods)
+    base_full = np.cumsum(slots_full) - slots_full
+    base_last = np.cumsum(slots_last) - slots_last
+    plan = BlendPlan(
+        file_list, seq_len, num_samples, seed, split, valid_fraction,
+        begin, end, np.maximum(windows, 1), slack, file_corpus,
+        list(names), corpus_weights, owner, rank, counts, corpus_samples,
+        corpus_period, full_periods, corpus_first, grouped, slots_full, slots_last, base_full, base_last,
+    )  # fmt: skip
+    plan.build_seconds = time.perf_counter() - started
+    return plan
+
+
+def _check_plan_arguments(file_list: FileList, seq_len: int, num_samples: int, split: str,
+                          valid_fraction: float) -> None:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
     if seq_len < 1 or num_samples < 1:
@@ -445,11 +482,13 @@ def build_blend_plan(
             f"valid_fraction {valid_fraction} does not give a {split} split",
             hint="use 0 <= valid_fraction < 1, and > 0 for the valid split",
         )
-    entries = file_list.entries
-    n_files = len(entries)
-    if n_files == 0:
+    if not file_list.entries:
         raise DataError(f"{file_list.path}: the data-file-list has no usable entries")
-    begin = np.zeros(n_files, dtype=np.int64)
+
+
+def _split_ranges(entries: list, split: str, valid_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each file's [begin, end) token range in `split`: its last documents are the valid split."""
+    begin = np.zeros(len(entries), dtype=np.int64)
     end = np.array([e.num_tokens for e in entries], dtype=np.int64)
     if valid_fraction > 0:
         for f, e in enumerate(entries):
@@ -458,11 +497,14 @@ def build_blend_plan(
                 end[f] = point
             else:
                 begin[f] = point
-    windows = np.maximum(end - begin - 1, 0) // seq_len
-    slack = np.maximum(end - begin - 1 - windows * seq_len, 0)
-    names = file_list.corpora
-    corpus_index = {name: c for c, name in enumerate(names)}
-    file_corpus = np.array([corpus_index[e.corpus] for e in entries], dtype=np.int64)
+    return begin, end
+
+
+def _weights(file_list: FileList, seq_len: int, split: str, begin: np.ndarray, end: np.ndarray, windows: np.ndarray,
+             file_corpus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each file's weight in this split and each corpus's normalised share; a split a corpus cannot
+    take part in is an error for training and leaves the corpus out of validation."""
+    entries, names = file_list.entries, file_list.corpora
     file_weight = np.array([e.weight for e in entries], dtype=np.float64)
     if split == "train":
         # A file shorter than one sample repeats (as in megatron-core); only an empty one is unusable.
@@ -486,21 +528,17 @@ def build_blend_plan(
             hint="give it more data, lower the sequence length, or change valid_fraction",
         )
     corpus_weights /= corpus_weights.sum()
+    return file_weight, corpus_weights
 
-    period = schedule_period(num_samples, len(names))
-    counts = apportion(corpus_weights, period, at_least_one=True)
-    owner, rank = chairman_schedule(counts)
-    full, rest = divmod(num_samples, period)
-    corpus_samples = full * counts + np.bincount(owner[:rest], minlength=len(names))
 
-    grouped = np.argsort(file_corpus, kind="stable")
-    corpus_first = np.searchsorted(file_corpus[grouped], np.arange(len(names)))
-    corpus_epoch, short_slots = _corpus_epochs(file_corpus, file_weight, windows, len(names))
-    corpus_period = np.maximum(np.minimum(corpus_epoch, corpus_samples), 1)
-    full_periods = corpus_samples // corpus_period
+def _file_slots(file_corpus: np.ndarray, file_weight: np.ndarray, windows: np.ndarray, grouped: np.ndarray,
+                corpus_first: np.ndarray, corpus_epoch: np.ndarray, short_slots: np.ndarray, corpus_period: np.ndarray,
+                corpus_samples: np.ndarray, full_periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Samples each file gives per corpus period (in corpus-grouped order), and in the last, partial one."""
+    n_files = len(file_corpus)
     slots_full = np.zeros(n_files, dtype=np.int64)
     slots_last = np.zeros(n_files, dtype=np.int64)
-    for c in range(len(names)):
+    for c in range(len(corpus_first)):
         members = grouped[file_corpus[grouped] == c]
         w = file_weight[members]
         slots = apportion(w, int(corpus_period[c]))
@@ -518,13 +556,4 @@ def build_blend_plan(
         rest_c = int(corpus_samples[c] - full_periods[c] * corpus_period[c])
         if rest_c:
             slots_last[corpus_first[c] : corpus_first[c] + len(members)] = apportion(w, rest_c)
-    base_full = np.cumsum(slots_full) - slots_full
-    base_last = np.cumsum(slots_last) - slots_last
-    plan = BlendPlan(
-        file_list, seq_len, num_samples, seed, split, valid_fraction,
-        begin, end, np.maximum(windows, 1), slack, file_corpus,
-        list(names), corpus_weights, owner, rank, counts, corpus_samples,
-        corpus_period, full_periods, corpus_first, grouped, slots_full, slots_last, base_full, base_last,
-    )  # fmt: skip
-    plan.build_seconds = time.perf_counter() - started
-    return plan
+    return slots_full, slots_last
