@@ -292,7 +292,25 @@ def tokenize_corpora(
     if result.reused:
         log.info("reusing %d finished output(s) from an earlier run", len(result.reused))
 
+    _tokenize_parts(todo, files, parts, prefix, tokenizer, dtype, result, text_key=text_key, on_error=on_error,
+                    fmt=fmt, chat_template=chat_template, workers=workers, chunk_bytes=chunk_bytes,
+                    progress=progress)
+    _finalize_outputs(parts, finals, recipes, per_input, shuffle_seed, prefix, with_mask)
+    result.seconds = time.monotonic() - started
+    log.debug(
+        "tokenized %d documents, %d tokens from %.1f MB in %.1f s; %s",
+        result.documents, result.tokens, result.bytes_read / 1e6, result.seconds, errors.summary(),
+    )
+    return result
+
+
+def _tokenize_parts(todo: list[int], files: list, parts: list, prefix, tokenizer, dtype, result: TokenizeResult, *,
+                    text_key: str, on_error: str, fmt: str, chat_template: str, workers: int | None,
+                    chunk_bytes: int, progress: bool | None) -> None:
+    """Tokenize the inputs numbered in `todo` into their part files, in a worker pool (in order, so
+    the output does not depend on the worker count); a failure leaves no part without its work."""
     workers = max(1, workers or _usable_cpus())
+    with_mask = fmt != "text"
     _remove_stale_temporaries(prefix)
     initargs = (str(tokenizer.path), text_key, on_error, dtype.str, True, fmt, chat_template)
     bar = _Progress(len(todo), progress)
@@ -324,14 +342,6 @@ def tokenize_corpora(
         bar.close()
         if pool is not None:
             pool.terminate()
-
-    _finalize_outputs(parts, finals, recipes, per_input, shuffle_seed, prefix, with_mask)
-    result.seconds = time.monotonic() - started
-    log.debug(
-        "tokenized %d documents, %d tokens from %.1f MB in %.1f s; %s",
-        result.documents, result.tokens, result.bytes_read / 1e6, result.seconds, errors.summary(),
-    )
-    return result
 
 
 def _work_items(todo, files, chunk_bytes, text_key, records=False) -> Iterator[tuple[int, tuple | None]]:
