@@ -205,6 +205,7 @@ def test_metrics_count_requests_tokens_and_queue(server):
     assert delta("auroragpt_prompt_tokens_total") == out.usage.prompt_tokens > 0
     assert delta("auroragpt_generation_tokens_total") == out.usage.completion_tokens > 0
     assert delta("auroragpt_engine_generated_tokens") == out.usage.completion_tokens
+    assert delta("auroragpt_engine_decode_steps") == out.usage.completion_tokens - 1  # the first comes from prefill
     assert delta("auroragpt_request_latency_seconds_count{route=/v1/completions}") == 1
     assert delta("auroragpt_time_to_first_token_seconds_count") == 1
     assert delta("auroragpt_abandoned_requests_total") == 0

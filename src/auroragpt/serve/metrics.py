@@ -36,6 +36,8 @@ class Metrics:
         Gauge("auroragpt_running_requests", "requests decoding now", registry=r).set_function(lambda: engine.num_running)
         Gauge("auroragpt_engine_generated_tokens", "tokens the engine generated since it started, for every request "
               "(a cancelled one stops adding)", registry=r).set_function(lambda: engine.tokens_generated)
+        Gauge("auroragpt_engine_decode_steps", "decode steps the engine ran since it started: with the generated "
+              "tokens, the mean rows per step (batch occupancy)", registry=r).set_function(lambda: engine.steps)
 
     def finished(self, route: str, start: float, first: float | None, last: StreamEvent) -> None:
         """Record a generation request that ran to its end."""
