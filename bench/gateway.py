@@ -3,21 +3,25 @@
 1. added latency: the same tiny request (max_tokens=1) sent N times in a row to a backend directly
    and through the gateway; p50/p99 of each and of the difference (goal: p50 < 2 ms, p99 < 10 ms),
    and the gateway process's CPU time per request (what the hop costs, whatever the host's load);
-2. throughput: 16 concurrent clients through the gateway to a model with 1 replica, then with 2
-   (goal: >= 1.5x), each after a warm-up round. Each backend runs one torch thread and serve's
-   default 8 batch slots (--max-batch): with 16 slots one tiny-model replica batches all 16 clients
-   in steps that cost about what 8 rows cost, so a second replica could add nothing whatever the
-   gateway does; the figure for --max-batch 16 is worth reporting beside it.
+2. throughput: 16 concurrent clients through the gateway to a model with 1 replica and to the same
+   model with 2 (goal: >= 1.5x), in alternating rounds after a warm-up, at 128 and 32 completion
+   tokens per request. Each backend runs one torch thread and serve's default 8 batch slots
+   (--max-batch): with 16 slots one tiny-model replica batches all 16 clients in steps that cost about
+   what 8 rows cost, so a second replica could add little whatever the gateway does.
+   On a 2-core host the clients, the gateway and both replicas share the cores, so the run reports
+   where the CPU went (milliseconds per request of clients, gateway and backends) and what the same
+   clients get from the two backends directly, without the gateway.
 
 Everything runs on this machine with scheduler = "local" (a random tiny model, built here).
 
-    python bench/gateway.py --requests 300 --clients 16 --new-tokens 32
+    python bench/gateway.py --requests 300 --clients 16 --new-tokens 128 32
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import socket
@@ -25,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -145,39 +148,82 @@ def latencies(targets: list[tuple[str, dict]], n: int) -> list[list[float]]:
     return out
 
 
-def throughput(base: str | list[tuple[str, dict]], clients: int, new_tokens: int, per_client: int) -> float:
-    """Completion tokens per second over `clients` threads, each sending `per_client` requests to the
-    gateway at `base`, or, given (base, headers) targets, client i to target i mod len(targets)."""
-    targets = [(base, Gateway.headers)] if isinstance(base, str) else base
-    body = {"model": "tiny", "prompt": "the quick brown fox", "max_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
-    tokens, gate = [0] * clients, threading.Event()
+def throughput(targets: list[tuple[str, dict]], clients: int, new_tokens: int, per_client: int) -> float:
+    """Completion tokens per second of `clients` concurrent clients, each on its own keep-alive
+    connection sending `per_client` requests one after another, client i to target i mod len(targets).
 
-    def run(i: int) -> None:
+    The clients are coroutines on one event loop (aiohttp), not threads: on a 2-core host whatever the
+    load generator burns is taken from the replicas it measures, and 16 threads contending for one GIL
+    burn several times what one loop does."""
+    import asyncio
+
+    import aiohttp
+
+    body = {"model": "tiny", "prompt": "the quick brown fox", "max_tokens": new_tokens, "temperature": 0,
+            "ignore_eos": True}
+
+    async def client(i: int, gate: asyncio.Event) -> int:
         url, headers = targets[i % len(targets)]
-        with httpx.Client(headers=headers, timeout=300) as client:
-            gate.wait()
+        tokens = 0
+        async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=1),
+                                         timeout=aiohttp.ClientTimeout(total=300)) as session:
+            await gate.wait()
             for _ in range(per_client):
-                r = client.post(url + "/v1/completions", json=body)
-                r.raise_for_status()
-                tokens[i] += r.json()["usage"]["completion_tokens"]
+                async with session.post(url + "/v1/completions", json=body) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"client {i}: HTTP {r.status}: {(await r.text())[:300]}")
+                    tokens += (await r.json())["usage"]["completion_tokens"]
+        return tokens
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    t0 = time.perf_counter()
-    gate.set()
-    for t in threads:
-        t.join()
-    return sum(tokens) / (time.perf_counter() - t0)
+    async def run() -> float:
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(client(i, gate)) for i in range(clients)]
+        await asyncio.sleep(0.05)  # every session open before the clock starts
+        t0 = time.perf_counter()
+        gate.set()
+        tokens = await asyncio.gather(*tasks)
+        return sum(tokens) / (time.perf_counter() - t0)
+
+    return asyncio.run(run())
 
 
-def measured(gateway: "Gateway", run) -> tuple[float, float]:
-    """run()'s result, and the cores that this process, the gateway and its backends kept busy meanwhile
-    (near the host's core count: the run was CPU-bound here, and more cores would give more)."""
-    pids = [os.getpid(), *gateway.pids()]
-    before, t0 = sum(cpu_seconds(pid) for pid in pids), time.perf_counter()
+class CPU:
+    """CPU seconds that the clients (this process), the gateway and the backends use over a span:
+    where the host's cores went, and so what a replica could not have."""
+
+    def __init__(self, gateway: "Gateway") -> None:
+        self.groups = {"clients": [os.getpid()], "gateway": [gateway.proc.pid], "backends": gateway.pids()[1:]}
+
+    def read(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.groups.items()}
+
+
+def engine_counts(gateway: "Gateway") -> tuple[float, float]:
+    """Tokens generated and decode steps run, summed over the gateway's backends (their /metrics)."""
+    tokens = steps = 0.0
+    for base, headers in gateway.backends():
+        for line in httpx.get(base + "/metrics", headers=headers, timeout=10).text.splitlines():
+            if line.startswith("auroragpt_engine_generated_tokens "):
+                tokens += float(line.split()[1])
+            elif line.startswith("auroragpt_engine_decode_steps "):
+                steps += float(line.split()[1])
+    return tokens, steps
+
+
+def measured(gateway: "Gateway", run, requests: int) -> dict:
+    """run()'s tokens/s, the cores busy meanwhile, each group's CPU milliseconds per request, and the
+    backends' mean rows per decode step (each request's first token comes from its prefill)."""
+    cpu = CPU(gateway)
+    counts0 = engine_counts(gateway)
+    before, t0 = cpu.read(), time.perf_counter()
     value = run()
-    return value, (sum(cpu_seconds(pid) for pid in pids) - before) / (time.perf_counter() - t0)
+    seconds, after = time.perf_counter() - t0, cpu.read()
+    counts1 = engine_counts(gateway)
+    used = {name: after[name] - before[name] for name in after}
+    decoded = counts1[0] - counts0[0] - requests
+    return {"tokens_per_s": value, "cores_busy": sum(used.values()) / seconds,
+            "cpu_ms_per_request": {name: 1000 * v / requests for name, v in used.items()},
+            "rows_per_decode_step": decoded / max(counts1[1] - counts0[1], 1)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -190,20 +236,53 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000
 
 
+def throughput_rounds(one: "Gateway", two: "Gateway", args, new_tokens: int) -> dict:
+    """1 replica against 2 at `new_tokens` per request: alternating rounds (1, 2, 2, 1, ...) so that a
+    noisy host's drift falls on both alike; the ratio of the medians, and each round's own ratio."""
+    per_client = max(4, math.ceil(args.tokens_per_client / new_tokens))
+    requests = args.clients * per_client
+    targets = {1: [(one.base, Gateway.headers)], 2: [(two.base, Gateway.headers)]}
+    for n in (1, 2):
+        throughput(targets[n], args.clients, new_tokens, 2)  # warm-up: every backend has served a batch
+    rounds: dict[int, list[dict]] = {1: [], 2: []}
+    for r in range(args.rounds):
+        for n in ((1, 2) if r % 2 == 0 else (2, 1)):
+            gateway = one if n == 1 else two
+            rounds[n].append(measured(gateway, lambda: throughput(targets[n], args.clients, new_tokens, per_client),
+                                      requests))
+    # the same clients split over the two backends directly: what the host allows without the gateway
+    direct = throughput(two.backends(), args.clients, new_tokens, per_client)
+    tps = {n: statistics.median(m["tokens_per_s"] for m in rounds[n]) for n in (1, 2)}
+    middle = {n: sorted(rounds[n], key=lambda m: m["tokens_per_s"])[len(rounds[n]) // 2] for n in (1, 2)}
+    return {"requests_per_round": requests,
+            "tokens_per_s_1_replica": tps[1], "tokens_per_s_2_replicas": tps[2],
+            "speedup_2_vs_1": tps[2] / tps[1],
+            "speedup_each_round": [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(rounds[1], rounds[2])],
+            "tokens_per_s_2_replicas_direct": direct, "gateway_share_of_direct_2_replicas": tps[2] / direct,
+            "cores_busy_1_replica": middle[1]["cores_busy"], "cores_busy_2_replicas": middle[2]["cores_busy"],
+            "cpu_ms_per_request_1_replica": middle[1]["cpu_ms_per_request"],
+            "cpu_ms_per_request_2_replicas": middle[2]["cpu_ms_per_request"],
+            "rows_per_decode_step_1_replica": middle[1]["rows_per_decode_step"],
+            "rows_per_decode_step_2_replicas": middle[2]["rows_per_decode_step"]}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--requests", type=int, default=300, help="sequential requests of the latency test")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--per-client", type=int, default=8)
+    p.add_argument("--new-tokens", type=int, nargs="+", default=[128, 32],
+                   help="completion lengths of the throughput test (the first is the goal's)")
+    p.add_argument("--tokens-per-client", type=int, default=2048, help="tokens each client asks for per round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of 1 and 2 replicas")
     p.add_argument("--max-batch", type=int, default=8, help="batch slots of each backend (serve's default: 8)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = build_model(root)
-        results = {}
-        one = Gateway(root, model, 1, args.max_batch)
+        results: dict = {}
+        one = two = None
         try:
+            one = Gateway(root, model, 1, args.max_batch)
             backend, backend_headers = one.backend()
             cpu0 = cpu_seconds(one.proc.pid)
             direct, via = latencies([(backend, backend_headers), (one.base, Gateway.headers)], args.requests)
@@ -211,23 +290,13 @@ def main() -> int:
             results["latency_ms"] = {"direct_p50": pct(direct, 50), "direct_p99": pct(direct, 99),
                                      "gateway_p50": pct(via, 50), "gateway_p99": pct(via, 99),
                                      "added_p50": pct(via, 50) - pct(direct, 50), "added_p99": pct(via, 99) - pct(direct, 99)}
-            throughput(one.base, args.clients, args.new_tokens, 1)  # warm-up
-            results["tokens_per_s_1_replica"], results["cores_busy_1_replica"] = measured(
-                one, lambda: throughput(one.base, args.clients, args.new_tokens, args.per_client))
+            two = Gateway(root, model, 2, args.max_batch)
+            for new_tokens in args.new_tokens:
+                results[f"throughput_{new_tokens}_tokens"] = throughput_rounds(one, two, args, new_tokens)
         finally:
-            one.close()
-        two = Gateway(root, model, 2, args.max_batch)
-        try:
-            throughput(two.base, args.clients, args.new_tokens, 1)  # warm-up: both fresh backends
-            results["tokens_per_s_2_replicas"], results["cores_busy_2_replicas"] = measured(
-                two, lambda: throughput(two.base, args.clients, args.new_tokens, args.per_client))
-            # the same clients split over the two backends directly: what the host allows without the gateway
-            results["tokens_per_s_2_replicas_direct"] = throughput(two.backends(), args.clients, args.new_tokens,
-                                                                   args.per_client)
-        finally:
-            two.close()
-        results["speedup_2_vs_1"] = results["tokens_per_s_2_replicas"] / results["tokens_per_s_1_replica"]
-        results["gateway_share_of_direct_2_replicas"] = results["tokens_per_s_2_replicas"] / results["tokens_per_s_2_replicas_direct"]
+            for gateway in (one, two):
+                if gateway is not None:
+                    gateway.close()
         results["max_batch"] = args.max_batch
         results["cpus"] = os.cpu_count()
         results["load_average_1_5_15"] = os.getloadavg()
