@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -60,8 +61,10 @@ def test_four_lr_trials_as_array_tasks_then_resubmit_runs_none(tmp_path: Path) -
     assert "#SBATCH --array=0-3%2" in (out / "slurm.sh").read_text()
     assert "#PBS -J 0-3" in (out / "pbs.sh").read_text() and "PBS_ARRAY_INDEX" in (out / "pbs.sh").read_text()
     started = time.monotonic()
-    for index, variable in enumerate(["PBS_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID"] * 2):
-        task = sweep("task", "spec.toml", cwd=tmp_path, env={variable: str(index)})
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two tasks at a time, as the scripts' "%2" runs them
+        tasks = list(pool.map(lambda job: sweep("task", "spec.toml", cwd=tmp_path, env={job[1]: str(job[0])}),
+                              enumerate(["PBS_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID"] * 2)))
+    for task in tasks:
         assert task.returncode == 0, task.stderr[-3000:]
     seconds = time.monotonic() - started
     assert seconds < 180, f"4 trials x 50 steps took {seconds:.0f} s"
