@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from early_commands import EarlyCommands
+from early_commands import EarlyCommands, run_in_background
 from slurm_cluster import slurm_cluster  # noqa: F401  (a real one-node Slurm cluster, or a stated skip)
 
 _EARLY = pytest.StashKey[dict]()
@@ -40,16 +40,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the EARLY_COMMANDS of every selected test that names some (see tests/early_commands.py),
-    not under xdist: each worker would start them, and a worker's core is not idle anyway."""
-    session.config.stash[_EARLY] = {}
+    """Queue the EARLY_COMMANDS of every module with a selected test (see tests/early_commands.py) on
+    one background thread; not under xdist, where every worker would run them and no core is idle."""
+    jobs = session.config.stash[_EARLY] = {}
     if os.environ.get("PYTEST_XDIST_WORKER") or session.config.option.collectonly:
         return
     for item in session.items:
-        commands = getattr(getattr(item, "module", None), "EARLY_COMMANDS", None)
-        if commands is not None and item.get_closest_marker("skip") is None:
-            folder = Path(tempfile.mkdtemp(prefix="auroragpt-early-"))
-            session.config.stash[_EARLY][item.nodeid] = EarlyCommands(commands, folder).start()
+        module = getattr(item, "module", None)
+        commands = getattr(module, "EARLY_COMMANDS", None)
+        if commands is not None and module.__name__ not in jobs:
+            jobs[module.__name__] = EarlyCommands(commands, Path(tempfile.mkdtemp(prefix="auroragpt-early-")))
+    if jobs:
+        run_in_background(list(jobs.values()))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -58,8 +60,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         shutil.rmtree(job.folder, ignore_errors=True)
 
 
-@pytest.fixture
-def early_commands(request: pytest.FixtureRequest, tmp_path: Path) -> EarlyCommands:
-    """This test module's EARLY_COMMANDS: started at the session's start, or now when they were not."""
-    job = request.config.stash.get(_EARLY, {}).get(request.node.nodeid)
-    return job if job is not None else EarlyCommands(request.module.EARLY_COMMANDS, tmp_path).start()
+@pytest.fixture(scope="module")
+def early_commands(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> EarlyCommands:
+    """This module's EARLY_COMMANDS, queued at the session's start (the test waits for them), or run by
+    the test when they were not queued."""
+    job = request.config.stash.get(_EARLY, {}).get(request.module.__name__)
+    return job if job is not None else EarlyCommands(request.module.EARLY_COMMANDS, tmp_path_factory.mktemp("early"))
