@@ -49,7 +49,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         module = getattr(item, "module", None)
         commands = getattr(module, "EARLY_COMMANDS", None)
         if commands is not None and module.__name__ not in jobs:
-            jobs[module.__name__] = EarlyCommands(commands, Path(tempfile.mkdtemp(prefix="auroragpt-early-")))
+            folder = Path(tempfile.mkdtemp(prefix="auroragpt-early-"))
+            jobs[module.__name__] = EarlyCommands(commands, folder, getattr(module, "EARLY_FILES", None))
     if jobs:
         run_in_background(list(jobs.values()))
 
@@ -65,4 +66,7 @@ def early_commands(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     """This module's EARLY_COMMANDS, queued at the session's start (the test waits for them), or run by
     the test when they were not queued."""
     job = request.config.stash.get(_EARLY, {}).get(request.module.__name__)
-    return job if job is not None else EarlyCommands(request.module.EARLY_COMMANDS, tmp_path_factory.mktemp("early"))
+    if job is None:
+        job = EarlyCommands(request.module.EARLY_COMMANDS, tmp_path_factory.mktemp("early"),
+                            getattr(request.module, "EARLY_FILES", None))
+    return job

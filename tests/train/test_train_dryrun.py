@@ -57,14 +57,16 @@ def _shipped_args(config: str, world: int, per_node: int) -> tuple[str, ...]:
 DRY_RUNS = [_shipped_args(*case[:3]) for case in SHIPPED] + [TOO_BIG]
 # Each dry run is one single-threaded process (~8 s): the tests/conftest.py hook runs them in the
 # background from the session's start, on the core the single-process tests leave idle.
-EARLY_COMMANDS = [[sys.executable, "-m", "auroragpt.cli", "train", "--dry-run", *args] for args in DRY_RUNS]
+EARLY_COMMANDS = {" ".join(args): [sys.executable, "-m", "auroragpt.cli", "train", "--dry-run", *args] for args in DRY_RUNS}
 
 
 @pytest.fixture(scope="module")
 def dry_runs(early_commands) -> dict[tuple[str, ...], tuple[str, float]]:
     """Every dry run of this file's CLI tests: its output and its own seconds."""
     results = early_commands.wait(timeout=600)
-    return {args: (result.stdout, seconds) for args, result, seconds in zip(DRY_RUNS, results, early_commands.seconds)}
+    for result in results.values():
+        assert result.returncode == 0, result.stderr[-3000:]
+    return {args: (results[" ".join(args)].stdout, early_commands.seconds[" ".join(args)]) for args in DRY_RUNS}
 
 
 @pytest.mark.parametrize(("config", "world", "per_node", "expect"), SHIPPED)

@@ -19,19 +19,20 @@ def _cli(*args: str) -> list[str]:
 
 # One single-process job (~1 min of one core): the tests/conftest.py hook starts it when the session
 # starts, beside the single-process tests that leave the second core idle.
-EARLY_COMMANDS = [
-    _cli("weather", "simulate", "--out", "sim.zarr", "--grid", "16x32", "--days", "150"),
-    _cli("train", "--config", str(REPO / "configs" / "weather-demo.toml"), "--model.dim=48", "--model.n_heads=4",
+EARLY_COMMANDS = {
+    "simulate": _cli("weather", "simulate", "--out", "sim.zarr", "--grid", "16x32", "--days", "150"),
+    "train": _cli("train", "--config", str(REPO / "configs" / "weather-demo.toml"), "--model.dim=48", "--model.n_heads=4",
          "--model.ffn_dim=128", "--train.steps=300", "--metrics.plots=false", "--checkpoint.every=0"),
-    _cli("weather", "forecast", "runs/weather-demo", "--init", "2000-05-10T12,2000-05-14T06,2000-05-18T00,2000-05-21T18",
+    "forecast": _cli("weather", "forecast", "runs/weather-demo", "--init", "2000-05-10T12,2000-05-14T06,2000-05-18T00,2000-05-21T18",
          "--lead-steps", "2", "--members", "8", "--out", "fc.zarr"),
-    _cli("weather", "score", "fc.zarr", "--truth", "sim.zarr", "--output", "score.json"),
-]
+    "score": _cli("weather", "score", "fc.zarr", "--truth", "sim.zarr", "--output", "score.json"),
+}
 
 
 @pytest.mark.timeout(900)  # ~1 min of CPU; much longer in wall time on a shared machine
 def test_trained_tiny_ensemble_beats_persistence_and_is_calibrated(early_commands):
-    early_commands.wait(timeout=880)
+    for result in early_commands.wait(timeout=880).values():
+        assert result.returncode == 0, f"{result.args} exited with {result.returncode}:\n{result.stderr[-3000:]}"
     table = json.loads((early_commands.folder / "score.json").read_text())
     for name, s in table["variables"].items():
         for lead in (0, 1):
