@@ -26,6 +26,7 @@ class EarlyCommands:
     def __init__(self, commands: dict[str, list[str]], folder: Path, files: dict[str, str] | None = None) -> None:
         self.commands, self.folder = commands, folder
         for name, text in (files or {}).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(text)
         self.env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.results: dict[str, subprocess.CompletedProcess] = {}
