@@ -55,6 +55,11 @@ EARLY_COMMANDS = {
                "--train.steps=6"),
     "b8": _cli("train", "--config", "run.toml", "--optim.lr=1e-3", "--train.max_skipped_in_a_row=100", *LOAD_FROM,
                "--train.steps=8"),
+    # a checkpoint, then the same run folder asked to continue with a bigger vocabulary
+    "fit": _cli("train", "--config", "run.toml", "--optim.lr=1e-3", "--train.max_skipped_in_a_row=100", "--run.dir=fit",
+                "--train.steps=2"),
+    "bigger": _cli("train", "--config", "run.toml", "--optim.lr=1e-3", "--train.max_skipped_in_a_row=100", "--run.dir=fit",
+                   "--train.steps=4", "--model.vocab_size=256"),
 }
 
 
@@ -139,13 +144,13 @@ def test_init_from_a_model_folder_takes_its_weights_only(tmp_path):
     assert "Traceback" not in refused.stderr
 
 
-def test_a_checkpoint_that_does_not_fit_or_lost_a_shard_is_one_clear_error(tmp_path):
+def test_a_checkpoint_that_does_not_fit_or_lost_a_shard_is_one_clear_error(early_commands):
     from auroragpt.errors import AuroraError
     from auroragpt.model.loading import load_inference_model
 
-    run = tmp_path / "run"
-    assert _train(tmp_path, f"--run.dir={run}", "--train.steps=2").returncode == 0
-    bigger = _train(tmp_path, f"--run.dir={run}", "--train.steps=4", "--model.vocab_size=256")
+    results, run = early_commands.wait(timeout=300), early_commands.folder / "fit"
+    assert results["fit"].returncode == 0, results["fit"].stderr[-3000:]
+    bigger = results["bigger"]
     assert bigger.returncode == 2 and "Traceback" not in bigger.stderr, bigger.stderr[-3000:]
     assert "could not be loaded into this model: " in bigger.stderr and "Size mismatch" in bigger.stderr
     for shard in (run / "checkpoints" / "step_00000002").glob("*.distcp"):
