@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,21 @@ def _cli(*args: str) -> list[str]:
 # Single-process runs whose tests read only their outputs: the tests/conftest.py hook runs them in the
 # background from the session's start, on the core the single-process tests leave idle.
 EARLY_FILES = {"run.toml": CONFIG}
+def _donor(n_layers: int):
+    """A model made elsewhere (as `auroragpt import hf` writes one), the same on every call."""
+    import torch
+
+    from auroragpt.model.gpt import GPT
+    from auroragpt.model.presets import get_preset
+
+    model = GPT(get_preset("tiny", n_layers=n_layers, vocab_size=128, max_seq_len=32))
+    model.init_weights(torch.Generator().manual_seed(99))
+    return model
+
+
+DONORS = ("import sys\nsys.path.insert(0, %r)\nfrom test_train_loop_cli import _donor\n"
+          "from auroragpt.model.io import save_model\n"
+          "save_model(_donor(1), 'donor')\nsave_model(_donor(2), 'other')\n") % str(Path(__file__).parent)
 LOAD_FROM = ("--checkpoint.load_from=a/checkpoints/step_00000002", "--run.dir=b", "--checkpoint.every=2")
 EARLY_COMMANDS = {
     "diverging": _cli("train", "--config", "run.toml", "--run.dir=diverging"),
@@ -55,6 +71,13 @@ EARLY_COMMANDS = {
                "--train.steps=6"),
     "b8": _cli("train", "--config", "run.toml", "--optim.lr=1e-3", "--train.max_skipped_in_a_row=100", *LOAD_FROM,
                "--train.steps=8"),
+    # a model folder made elsewhere fine-tuned (weights only), and one of another shape refused
+    "donors": [sys.executable, "-c", DONORS],
+    "ft": _cli("train", "--config", "run.toml", "--optim.lr=1e-3", "--train.max_skipped_in_a_row=100", "--run.dir=ft",
+               "--checkpoint.init_from=donor", "--train.steps=1", "--optim.lr=1e-12", "--optim.min_lr=0",
+               "--optim.weight_decay=0"),
+    "refused": _cli("train", "--config", "run.toml", "--optim.lr=1e-3", "--train.max_skipped_in_a_row=100",
+                    "--run.dir=ft2", "--checkpoint.init_from=other"),
     # a checkpoint, then the same run folder asked to continue with a bigger vocabulary
     "fit": _cli("train", "--config", "run.toml", "--optim.lr=1e-3", "--train.max_skipped_in_a_row=100", "--run.dir=fit",
                 "--train.steps=2"),
@@ -97,15 +120,6 @@ def test_synthetic_run_ignores_an_absent_file_list_and_checkpoints(early_command
     assert (early_commands.folder / "synthetic" / "checkpoints" / "step_00000004").is_dir()
 
 
-def _train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    config = tmp_path / "run.toml"
-    config.write_text(CONFIG)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "auroragpt.cli", "train", "--config", str(config), "--optim.lr=1e-3",
-                           "--train.max_skipped_in_a_row=100", *overrides],
-                          env=env, capture_output=True, text=True, timeout=120)
-
-
 def test_a_run_started_from_load_from_continues_from_its_own_checkpoints(early_commands):
     results = early_commands.wait(timeout=300)
     assert results["a"].returncode == 0, results["a"].stderr[-3000:]
@@ -117,29 +131,22 @@ def test_a_run_started_from_load_from_continues_from_its_own_checkpoints(early_c
     assert steps == [3, 4, 5, 6, 7, 8]
 
 
-def test_init_from_a_model_folder_takes_its_weights_only(tmp_path):
+def test_init_from_a_model_folder_takes_its_weights_only(early_commands):
     """Fine-tuning a model made elsewhere (`auroragpt import hf` writes such a folder): weights
     copied in, optimizer and step fresh; a folder holding another model shape is refused by field."""
     import torch
 
-    from auroragpt.model.gpt import GPT
-    from auroragpt.model.io import save_model
-    from auroragpt.model.presets import get_preset
     from auroragpt.model.loading import load_inference_model
 
-    donor = GPT(get_preset("tiny", n_layers=1, vocab_size=128, max_seq_len=32))
-    donor.init_weights(torch.Generator().manual_seed(99))
-    save_model(donor, tmp_path / "donor")
-    result = _train(tmp_path, f"--run.dir={tmp_path / 'ft'}", f"--checkpoint.init_from={tmp_path / 'donor'}",
-                    "--train.steps=1", "--optim.lr=1e-12", "--optim.min_lr=0", "--optim.weight_decay=0")
+    results, folder = early_commands.wait(timeout=300), early_commands.folder
+    assert results["donors"].returncode == 0, results["donors"].stderr[-3000:]
+    result = results["ft"]
     assert result.returncode == 0, result.stderr[-3000:]
-    tuned, meta = load_inference_model(tmp_path / "ft")
+    tuned, meta = load_inference_model(folder / "ft")
     assert meta["step"] == 1
-    for name, tensor in donor.state_dict().items():
+    for name, tensor in _donor(1).state_dict().items():
         assert torch.allclose(tuned.state_dict()[name], tensor, atol=1e-9), name  # one step of lr 1e-12
-    other = GPT(get_preset("tiny", n_layers=2, vocab_size=128, max_seq_len=32))
-    save_model(other, tmp_path / "other")
-    refused = _train(tmp_path, f"--run.dir={tmp_path / 'ft2'}", f"--checkpoint.init_from={tmp_path / 'other'}")
+    refused = results["refused"]
     assert refused.returncode == 2 and "n_layers 2 there vs 1 here" in refused.stderr
     assert "Traceback" not in refused.stderr
 
