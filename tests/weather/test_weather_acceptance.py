@@ -17,14 +17,16 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "auroragpt.cli", *args]
 
 
-# One single-process job (~1 min of one core): the tests/conftest.py hook starts it when the session
-# starts, beside the single-process tests that leave the second core idle.
+# One single-process job (~1 min of one core): the tests/conftest.py hook queues it when the session
+# starts, to run beside the single-process tests that leave the second core idle.
 EARLY_COMMANDS = {
     "simulate": _cli("weather", "simulate", "--out", "sim.zarr", "--grid", "16x32", "--days", "150"),
-    "train": _cli("train", "--config", str(REPO / "configs" / "weather-demo.toml"), "--model.dim=48", "--model.n_heads=4",
-         "--model.ffn_dim=128", "--train.steps=300", "--metrics.plots=false", "--checkpoint.every=0"),
-    "forecast": _cli("weather", "forecast", "runs/weather-demo", "--init", "2000-05-10T12,2000-05-14T06,2000-05-18T00,2000-05-21T18",
-         "--lead-steps", "2", "--members", "8", "--out", "fc.zarr"),
+    "train": _cli("train", "--config", str(REPO / "configs" / "weather-demo.toml"), "--model.dim=48",
+                  "--model.n_heads=4", "--model.ffn_dim=128", "--train.steps=300", "--metrics.plots=false",
+                  "--checkpoint.every=0"),
+    "forecast": _cli("weather", "forecast", "runs/weather-demo", "--init",
+                     "2000-05-10T12,2000-05-14T06,2000-05-18T00,2000-05-21T18", "--lead-steps", "2", "--members", "8",
+                     "--out", "fc.zarr"),
     "score": _cli("weather", "score", "fc.zarr", "--truth", "sim.zarr", "--output", "score.json"),
 }
 
