@@ -180,20 +180,23 @@ def test_two_replicas_serve_16_clients_like_a_direct_server(model_dir, tmp_path)
 def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(long_model_dir, tmp_path):
     # streams longer than the 5 s a cancelled backend's uvicorn grants in-flight requests: only draining saves them
     config = write_config(tmp_path, long_model_dir, min_replicas=1, max_tokens_cap=4000,
-                          extra_site="walltime_s = 16\nrenew_before_s = 8")
+                          extra_site="walltime_s = 11\nrenew_before_s = 8")
     gw = Gateway(config)
     try:
         old = gw.wait_state("running", timeout_s=120)["jobs"][0]
         outcomes: list = []
-        stop = threading.Event()
+        stop, successor_up = threading.Event(), threading.Event()
 
         def load() -> None:  # streams keep requests in flight across the hand-over
             client = gw.client(timeout=120)
             while not stop.is_set():
+                # once the successor runs, the old job's last streams drain while shorter ones go on
+                # through the gateway: a full-length one started then only made the test wait for it
+                tokens = 64 if successor_up.is_set() else 3000
                 try:
-                    chunks = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=3000, temperature=0,
+                    chunks = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=tokens, temperature=0,
                                                        stream=True, extra_body={"ignore_eos": True})
-                    outcomes.append(sum(1 for c in chunks if c.choices))
+                    outcomes.append((sum(1 for c in chunks if c.choices), tokens))
                 except BaseException as err:  # noqa: BLE001 - reported below
                     outcomes.append(err)
 
@@ -203,6 +206,8 @@ def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(long_mod
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
             jobs = gw.get("/v1/jobs")["data"]
+            if any(j["state"] == "running" and j["id"] != old for j in jobs):
+                successor_up.set()
             if old not in [j["id"] for j in jobs] and any(j["state"] == "running" for j in jobs):
                 break
             time.sleep(0.2)
@@ -214,7 +219,7 @@ def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(long_mod
             t.join(timeout=120)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         assert not errors and len(outcomes) >= 2, errors[:3]
-        assert all(o == 3000 for o in outcomes)
+        assert all(got == asked for got, asked in outcomes) and outcomes.count((3000, 3000)) >= 2, outcomes
         with pytest.raises(ProcessLookupError):
             for _ in range(100):
                 os.kill(backend_pid(old), 0)

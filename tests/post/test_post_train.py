@@ -9,6 +9,8 @@ import math
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +49,12 @@ def post_data(tmp_path_factory, tokenizer_path):
     root = tmp_path_factory.mktemp("postrun")
     write_jsonl(root / "chat.jsonl", chat_records(64))
     write_jsonl(root / "pref.jsonl", preference_records(64))
-    for name, fmt in (("chat", "chat"), ("pref", "preference")):
-        result = run_cli("data", "tokenize", root / f"{name}.jsonl", "--output-prefix", root / name,
-                         "--tokenizer", tokenizer_path, "--format", fmt, "--workers", "1")
+    corpora = (("chat", "chat"), ("pref", "preference"))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two single-process runs: one per core
+        results = list(pool.map(lambda c: run_cli("data", "tokenize", root / f"{c[0]}.jsonl", "--output-prefix",
+                                                   root / c[0], "--tokenizer", tokenizer_path, "--format", c[1],
+                                                   "--workers", "1"), corpora))
+    for (name, _), result in zip(corpora, results):
         assert result.returncode == 0, result.stderr
         (root / f"{name}_list.txt").write_text(f"1.0 {root / name} {name}\n")
     sft = _write_config(root / "sft.toml", root / "sft1", root / "chat_list.txt", tokenizer_path, "sft")
@@ -69,69 +74,8 @@ def _dpo_config(post_data, name: str, **post) -> Path:
                          checkpoint={"init_from": str(post_data["init"])}, post={"beta": 0.1, **post})
 
 
-def _launch_two(config: Path) -> subprocess.CompletedProcess:
-    return run_cli("launch", "-n", "2", "--launcher", "torchrun", "--", str(BIN / "auroragpt"), "train", "--config", config,
-                   timeout=300)
-
-
 NO_CHECKPOINTS = {"every": 0, "save_at_end": False}  # for runs only compared with others
 LAYOUTS = {"fsdp2": {"dp_shard": -1}, "tp": {"dp_shard": 1, "tp": 2}, "pp": {"dp_shard": 1, "pp": 2}}
-
-
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_sft_two_rank_layouts_match_one_rank(post_data, layout):
-    root = post_data["root"]
-    records = read_metrics(root / "sft1")
-    assert len(records) == STEPS and all(r["loss_tokens"] > 0 for r in records)
-    config = _write_config(root / f"sft2{layout}.toml", root / f"sft2{layout}", root / "chat_list.txt",
-                           post_data["tokenizer"], "sft", parallel=LAYOUTS[layout], checkpoint=NO_CHECKPOINTS)
-    result = _launch_two(config)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert _losses(root / f"sft2{layout}") == pytest.approx(post_data["sft_losses"], rel=2e-5, abs=1e-6)
-    assert [r["loss_tokens"] for r in read_metrics(root / f"sft2{layout}")] == [r["loss_tokens"] for r in records]
-
-
-def test_packed_sft_under_pipeline_parallelism_matches_one_rank(post_data):
-    """Every stage gets the rows' document ids, so each builds the same block mask and positions."""
-    root = post_data["root"]
-    runs = {}
-    for name, parallel in (("sftpack1", {}), ("sftpack2pp", LAYOUTS["pp"])):
-        config = _write_config(root / f"{name}.toml", root / name, root / "chat_list.txt", post_data["tokenizer"], "sft",
-                               post={"pack": True}, parallel=parallel, checkpoint=NO_CHECKPOINTS)
-        result = _launch_two(config) if parallel else run_cli("train", "--config", config)
-        assert result.returncode == 0, result.stdout + result.stderr
-        runs[name] = read_metrics(root / name)
-    one, two = runs["sftpack1"], runs["sftpack2pp"]
-    # packed rows hold several examples: more loss tokens per step than one example per row
-    assert one[0]["loss_tokens"] > read_metrics(root / "sft1")[0]["loss_tokens"]
-    assert [r["loss_tokens"] for r in two] == [r["loss_tokens"] for r in one]
-    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=2e-5, abs=1e-6)
-
-
-def _dpo_live1(post_data) -> Path:
-    run = post_data["root"] / "dpo_live1"
-    if not (run / "metrics.jsonl").exists():
-        result = run_cli("train", "--config", _dpo_config(post_data, "dpo_live1", reference="live"))
-        assert result.returncode == 0, result.stderr
-    return run
-
-
-def test_dpo_starts_at_ln2(post_data):
-    first = read_metrics(_dpo_live1(post_data))[0]
-    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6) and first["reward_margin"] == pytest.approx(0, abs=1e-6)
-
-
-def _dpo_pre1(post_data) -> Path:
-    """A 1-rank DPO run whose reference log-probs are precomputed into root/refcache.npz."""
-    run = post_data["root"] / "dpo_pre"
-    if not (run / "metrics.jsonl").exists():
-        config = _dpo_config(post_data, "dpo_pre", reference="precomputed",
-                             reference_cache=str(post_data["root"] / "refcache.npz"))
-        result = run_cli("train", "--config", config)
-        assert result.returncode == 0, result.stderr
-    return run
-
-
 DPO_LAYOUTS = {"fsdp2": ("fsdp2", "live"), "ddp": ("ddp", "live"), "tp": ("tp", "live"),
                "tp-loss-parallel": ("tp_loss_parallel", "live"),
                "pp": ("pp", "live"), "pp-precomputed": ("pp", "precomputed")}
@@ -140,22 +84,119 @@ DPO_ONLY_LAYOUTS = {"tp_loss_parallel": {"dp_shard": 1, "tp": 2, "loss_parallel"
                     "ddp": {"dp_replicate": 2, "dp_shard": 1}}
 
 
+def _needed_runs(item: pytest.Item) -> list[str]:
+    """The runs of `runs` a test of this module reads."""
+    name, param = item.originalname, getattr(getattr(item, "callspec", None), "params", {})
+    if name == "test_sft_two_rank_layouts_match_one_rank":
+        return [f"sft2{param['layout']}"]
+    if name == "test_packed_sft_under_pipeline_parallelism_matches_one_rank":
+        return ["sftpack1", "sftpack2pp"]
+    if name == "test_dpo_two_rank_layouts_match_one_rank":
+        pre = ["dpo_pre"] if DPO_LAYOUTS[param["case"]][1] == "precomputed" else []
+        return ["dpo_live1", f"dpo_2{param['case']}", *pre]
+    if name == "test_precomputed_reference_matches_live_and_a_stale_cache_is_refused":
+        return ["dpo_live1", "dpo_pre"]
+    if name in ("test_dpo_starts_at_ln2", "test_sigkill_and_resume_give_identical_losses"):
+        return ["dpo_live1"]
+    if name == "test_synthetic_preference_task_reaches_reward_accuracy_above_0_9":
+        return ["dpo_learn"]
+    return []
+
+
+def _run_jobs(post_data) -> dict[str, tuple]:
+    """Every run a test of this module may read: (argv for run_cli, timeout); configs written here."""
+    root, tok = post_data["root"], post_data["tokenizer"]
+    launch = ("launch", "-n", "2", "--launcher", "torchrun", "--", str(BIN / "auroragpt"), "train", "--config")
+    jobs = {}
+    for layout, parallel in LAYOUTS.items():
+        config = _write_config(root / f"sft2{layout}.toml", root / f"sft2{layout}", root / "chat_list.txt", tok, "sft",
+                               parallel=parallel, checkpoint=NO_CHECKPOINTS)
+        jobs[f"sft2{layout}"] = (*launch, config)
+    for name, parallel in (("sftpack1", {}), ("sftpack2pp", LAYOUTS["pp"])):
+        config = _write_config(root / f"{name}.toml", root / name, root / "chat_list.txt", tok, "sft",
+                               post={"pack": True}, parallel=parallel, checkpoint=NO_CHECKPOINTS)
+        jobs[name] = (*launch, config) if parallel else ("train", "--config", config)
+    jobs["dpo_live1"] = ("train", "--config", _dpo_config(post_data, "dpo_live1", reference="live"))
+    # 1-rank DPO whose reference log-probs are precomputed into root/refcache.npz
+    jobs["dpo_pre"] = ("train", "--config", _dpo_config(post_data, "dpo_pre", reference="precomputed",
+                                                          reference_cache=str(root / "refcache.npz")))
+    for case, (layout, reference) in DPO_LAYOUTS.items():
+        cache = {"reference_cache": str(root / f"refcache_{case}.npz")} if reference == "precomputed" else {}
+        two = _dpo_config(post_data, f"dpo_2{case}", reference=reference, **cache)
+        text = two.read_text().replace("every = 4", "every = 0").replace("save_at_end = true", "save_at_end = false")
+        two.write_text(text + "[parallel]\n" + "".join(f"{k} = {v}\n" for k, v in {**LAYOUTS, **DPO_ONLY_LAYOUTS}[layout].items()))
+        jobs[f"dpo_2{case}"] = (*launch, two)
+    learn = _dpo_config(post_data, "dpo_learn", reference="precomputed", reference_cache=str(root / "learn.npz"))
+    text = learn.read_text().replace(f"steps = {STEPS}", "steps = 40").replace("every = 4", "every = 0")
+    learn.write_text(text.replace("lr = 0.002", "lr = 0.003"))
+    jobs["dpo_learn"] = ("train", "--config", learn)
+    return jobs
+
+
+def _timed_run(args: tuple) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    result = run_cli(*args, timeout=300)
+    return result, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def runs(post_data, request) -> Iterator[tuple[Path, dict[str, Future]]]:
+    """The runs the selected tests of this module compare, started two at a time in the background as
+    soon as the data exist, in the order the tests read them: the tests before ran them one after
+    another, with a core idle while a 1-rank run trained or a 2-rank run's ranks waited on each other.
+    Yields the runs' parent folder and, per run, a future of (the CLI's result, its seconds)."""
+    jobs = _run_jobs(post_data)
+    wanted = dict.fromkeys(run for item in request.session.items if item.module is request.module
+                           for run in _needed_runs(item))
+    pool = ThreadPoolExecutor(max_workers=2)
+    futures = {name: pool.submit(_timed_run, jobs[name]) for name in wanted}
+    yield post_data["root"], futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _done(runs, name: str) -> Path:
+    """The run folder of a finished, successful run."""
+    root, futures = runs
+    result, _ = futures[name].result()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root / name
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_sft_two_rank_layouts_match_one_rank(post_data, runs, layout):
+    root = post_data["root"]
+    records = read_metrics(root / "sft1")
+    assert len(records) == STEPS and all(r["loss_tokens"] > 0 for r in records)
+    _done(runs, f"sft2{layout}")
+    assert _losses(root / f"sft2{layout}") == pytest.approx(post_data["sft_losses"], rel=2e-5, abs=1e-6)
+    assert [r["loss_tokens"] for r in read_metrics(root / f"sft2{layout}")] == [r["loss_tokens"] for r in records]
+
+
+def test_packed_sft_under_pipeline_parallelism_matches_one_rank(post_data, runs):
+    """Every stage gets the rows' document ids, so each builds the same block mask and positions."""
+    root = post_data["root"]
+    one, two = (read_metrics(_done(runs, name)) for name in ("sftpack1", "sftpack2pp"))
+    # packed rows hold several examples: more loss tokens per step than one example per row
+    assert one[0]["loss_tokens"] > read_metrics(root / "sft1")[0]["loss_tokens"]
+    assert [r["loss_tokens"] for r in two] == [r["loss_tokens"] for r in one]
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=2e-5, abs=1e-6)
+
+
+def test_dpo_starts_at_ln2(runs):
+    first = read_metrics(_done(runs, "dpo_live1"))[0]
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6) and first["reward_margin"] == pytest.approx(0, abs=1e-6)
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in ("pp-precomputed", "ddp") else c
                                   for c in DPO_LAYOUTS])  # precomputed = live is shown on 1 rank in CI; DDP is FSDP2's simpler sibling
-def test_dpo_two_rank_layouts_match_one_rank(post_data, case):
+def test_dpo_two_rank_layouts_match_one_rank(post_data, runs, case):
     """Losses and every DPO metric (rewards, accuracy, margin, log-probs) of a 2-rank run equal 1 rank's.
     Under pipeline parallelism the live reference runs as its own pipeline of the policy's stages;
     the precomputed one is computed through that pipeline, and equals the 1-rank cache."""
-    layout, reference = DPO_LAYOUTS[case]
+    reference = DPO_LAYOUTS[case][1]
     root = post_data["root"]
-    ones = read_metrics(_dpo_live1(post_data))
-    cache = {"reference_cache": str(root / f"refcache_{case}.npz")} if reference == "precomputed" else {}
-    two = _dpo_config(post_data, f"dpo_2{case}", reference=reference, **cache)
-    text = two.read_text().replace("every = 4", "every = 0").replace("save_at_end = true", "save_at_end = false")
-    two.write_text(text + "[parallel]\n" + "".join(f"{k} = {v}\n" for k, v in {**LAYOUTS, **DPO_ONLY_LAYOUTS}[layout].items()))
-    result = _launch_two(two)
-    assert result.returncode == 0, result.stdout + result.stderr
-    twos = read_metrics(root / f"dpo_2{case}")
+    ones = read_metrics(_done(runs, "dpo_live1"))
+    twos = read_metrics(_done(runs, f"dpo_2{case}"))
     for key in ("loss", "rewards_chosen", "rewards_rejected", "reward_margin", "logps_chosen", "logps_rejected"):
         assert [r[key] for r in twos] == pytest.approx([r[key] for r in ones], rel=2e-5, abs=1e-5), key
     # accuracy counts chosen > rejected: at the first step policy = reference, every pair is a tie to
@@ -164,15 +205,15 @@ def test_dpo_two_rank_layouts_match_one_rank(post_data, case):
     assert len(decided) >= len(ones) - 1
     assert [twos[i]["reward_accuracy"] for i in decided] == [ones[i]["reward_accuracy"] for i in decided]
     if reference == "precomputed":
-        _dpo_pre1(post_data)
-        with np.load(root / "refcache.npz") as one_rank, np.load(cache["reference_cache"]) as pipelined:
+        _done(runs, "dpo_pre")
+        with np.load(root / "refcache.npz") as one_rank, np.load(root / f"refcache_{case}.npz") as pipelined:
             np.testing.assert_allclose(pipelined["logps"], one_rank["logps"], rtol=1e-5, atol=1e-5)
             assert pipelined["key"] == one_rank["key"]
 
 
-def test_precomputed_reference_matches_live_and_a_stale_cache_is_refused(post_data):
+def test_precomputed_reference_matches_live_and_a_stale_cache_is_refused(post_data, runs):
     root = post_data["root"]
-    live, pre = _losses(_dpo_live1(post_data)), _losses(_dpo_pre1(post_data))
+    live, pre = _losses(_done(runs, "dpo_live1")), _losses(_done(runs, "dpo_pre"))
     assert (root / "refcache.npz").is_file()
     assert pre[:5] == pytest.approx(live[:5], rel=1e-6, abs=1e-6)
 
@@ -185,9 +226,9 @@ def test_precomputed_reference_matches_live_and_a_stale_cache_is_refused(post_da
     assert "stale reference log-prob cache" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_sigkill_and_resume_give_identical_losses(post_data):
+def test_sigkill_and_resume_give_identical_losses(post_data, runs):
     root = post_data["root"]
-    _dpo_live1(post_data)
+    live = _done(runs, "dpo_live1")
     config = _dpo_config(post_data, "dpo_killed", reference="live")
     proc = subprocess.Popen([str(BIN / "auroragpt"), "train", "--config", str(config)], env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -200,18 +241,13 @@ def test_sigkill_and_resume_give_identical_losses(post_data):
     assert not (root / "dpo_killed" / "checkpoints" / f"step_{STEPS:08d}").exists(), "the run ended before the kill"
     result = run_cli("train", "--config", config)
     assert result.returncode == 0, result.stderr
-    assert _losses(root / "dpo_killed") == _losses(root / "dpo_live1")
+    assert _losses(root / "dpo_killed") == _losses(live)
 
 
-def test_synthetic_preference_task_reaches_reward_accuracy_above_0_9(post_data):
-    started = time.monotonic()
-    config = _dpo_config(post_data, "dpo_learn", reference="precomputed", reference_cache=str(post_data["root"] / "learn.npz"))
-    text = config.read_text().replace(f"steps = {STEPS}", "steps = 40").replace("every = 4", "every = 0")
-    config.write_text(text.replace("lr = 0.002", "lr = 0.003"))
-    result = run_cli("train", "--config", config)
-    assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 120
-    accuracy = [r["reward_accuracy"] for r in read_metrics(post_data["root"] / "dpo_learn")]
+def test_synthetic_preference_task_reaches_reward_accuracy_above_0_9(post_data, runs):
+    run = _done(runs, "dpo_learn")
+    assert runs[1]["dpo_learn"].result()[1] < 120  # its own seconds, shared with one other run at most
+    accuracy = [r["reward_accuracy"] for r in read_metrics(run)]
     assert accuracy[0] < 0.9 and np.mean(accuracy[-3:]) > 0.9, accuracy
 
 

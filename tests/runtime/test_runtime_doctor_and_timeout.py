@@ -44,7 +44,7 @@ def test_timeout_setting(clean_env: pytest.MonkeyPatch) -> None:
 
 
 def test_timeout_reaches_the_rendezvous() -> None:
-    """Rank 0 of 2 whose partner never comes: AURORAGPT_DIST_TIMEOUT=3 ends it in seconds, not 10 minutes."""
+    """Rank 0 of 2 whose partner never comes: AURORAGPT_DIST_TIMEOUT=1 ends it in seconds, not 10 minutes."""
     import subprocess
     import sys
     import time
@@ -53,7 +53,7 @@ def test_timeout_reaches_the_rendezvous() -> None:
     from runtime_cli_helpers import child_env
 
     env = child_env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="2", TORCHELASTIC_RUN_ID="t",
-                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), AURORAGPT_DIST_TIMEOUT="3")
+                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), AURORAGPT_DIST_TIMEOUT="1")
     script = ("import sys\nfrom auroragpt.runtime.setup import setup\nfrom auroragpt.errors import DistError\n"
               "try:\n    setup()\nexcept DistError as err:\n    print(err.message)\n    sys.exit(2)\n")
     started = time.monotonic()

@@ -29,11 +29,16 @@ def test_failing_node_is_named_and_excluded(tmp_path, monkeypatch, capfd) -> Non
     monkeypatch.setenv("AURORAGPT_HEALTH_FAIL", "node1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # Every fake node's check runs on this machine (torchrun); node1's fails by injection.
+    checked = []
+    real_check_nodes = resilient.check_nodes
+    monkeypatch.setattr(resilient, "check_nodes", lambda *a, **k: checked.append(real_check_nodes(*a, **k)) or checked[-1])
     healthy = resilient.healthy_plan(request, plan, 2, str(tmp_path), check_launcher="torchrun")
     assert healthy.hosts == ("node0", "node2") and healthy.nprocs == 2
     assert "-hosts node0,node2" in healthy.shell_line() or "node0\nnode2" in open(healthy.argv[healthy.argv.index("-f") + 1]).read()
     err = capfd.readouterr().err
     assert "node node1 failed its health check: injected failure" in err
+    # the same nodes, 3 of them required: the round of checks above decides, not a second one
+    monkeypatch.setattr(resilient, "check_nodes", lambda *a, **k: checked[0])
     with pytest.raises(LaunchError) as stop:
         resilient.healthy_plan(request, plan, 3, str(tmp_path), check_launcher="torchrun")
     assert "only 2 of 3 node(s) are usable" in stop.value.message and "node1" in stop.value.message

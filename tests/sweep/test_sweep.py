@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -51,23 +50,45 @@ def write_spec(folder: Path, body: str) -> Path:
     return spec
 
 
-def test_four_lr_trials_as_array_tasks_then_resubmit_runs_none(tmp_path: Path) -> None:
-    write_spec(tmp_path, 'method = "grid"\nconcurrent = 2\n[overrides]\n"train.steps" = 50\n'
-                         '[axes]\n"optim.lr" = [1e-3, 3e-3, 1e-2, 3e-2]\n')
-    planned = sweep("spec.toml", cwd=tmp_path)
+FOUR = 'method = "grid"\nconcurrent = 2\n[overrides]\n"train.steps" = 50\n[axes]\n"optim.lr" = [1e-3, 3e-3, 1e-2, 3e-2]\n'
+ENSEMBLE = '[overrides]\n"train.steps" = 3\n"model.n_layers" = 1\n[axes]\n"optim.lr" = [1e-3, 1e-2]\n'
+ARRAY_VARIABLES = ("PBS_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID")
+
+
+def _early_sweep(*args: str, **variables: str) -> list[str]:
+    """A `sweep` command with exactly the given array variables set."""
+    unset = [f"-u{name}" for name in ARRAY_VARIABLES]
+    return ["env", *unset, *(f"{k}={v}" for k, v in variables.items()), sys.executable, "-m", "auroragpt.cli", "sweep", *args]
+
+
+# The trials are single-process training runs (~5 s each): the tests/conftest.py hook runs them in the
+# background from the session's start, on the core the single-process tests leave idle.
+EARLY_FILES = {"four/base.toml": BASE, "four/spec.toml": f'base = "base.toml"\ndir = "out"\n{FOUR}',
+               "ensemble/base.toml": BASE, "ensemble/spec.toml": f'base = "base.toml"\ndir = "out"\n{ENSEMBLE}'}
+EARLY_COMMANDS = {
+    "four": _early_sweep("four/spec.toml"),
+    **{f"four_task{index}": _early_sweep("task", "four/spec.toml", **{variable: str(index)})
+       for index, variable in enumerate(ARRAY_VARIABLES * 2)},
+    "ensemble_plan": _early_sweep("ensemble/spec.toml"),
+    "ensemble": _early_sweep("ensemble", "ensemble/spec.toml", "--nodes-per-trial", "1"),
+}
+
+
+def test_four_lr_trials_as_array_tasks_then_resubmit_runs_none(early_commands) -> None:
+    results, tmp_path = early_commands.wait(timeout=600), early_commands.folder / "four"
+    planned = results["four"]
     assert planned.returncode == 0, planned.stderr
     out = tmp_path / "out"
     assert "#SBATCH --array=0-3%2" in (out / "slurm.sh").read_text()
     assert "#PBS -J 0-3" in (out / "pbs.sh").read_text() and "PBS_ARRAY_INDEX" in (out / "pbs.sh").read_text()
-    started = time.monotonic()
-    for index, variable in enumerate(["PBS_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID"] * 2):
-        task = sweep("task", "spec.toml", cwd=tmp_path, env={variable: str(index)})
+    for index in range(4):
+        task = results[f"four_task{index}"]
         assert task.returncode == 0, task.stderr[-3000:]
-    seconds = time.monotonic() - started
+    seconds = sum(early_commands.seconds[f"four_task{index}"] for index in range(4))
     assert seconds < 180, f"4 trials x 50 steps took {seconds:.0f} s"
-    results = [json.loads(p.read_text()) for p in sorted(out.glob("trials/*/result.json"))]
-    assert sorted(r["values"]["optim.lr"] for r in results) == [1e-3, 3e-3, 1e-2, 3e-2]
-    assert len({r["id"] for r in results}) == 4 and all(r["steps"] == 50 for r in results)
+    trials = [json.loads(p.read_text()) for p in sorted(out.glob("trials/*/result.json"))]
+    assert sorted(r["values"]["optim.lr"] for r in trials) == [1e-3, 3e-3, 1e-2, 3e-2]
+    assert len({r["id"] for r in trials}) == 4 and all(r["steps"] == 50 for r in trials)
     # Resubmitting: nothing to submit, and a task started anyway runs nothing.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/result.json")}
     again = sweep("spec.toml", cwd=tmp_path)
@@ -140,10 +161,10 @@ def test_sweep_slurm_array_on_a_real_cluster(slurm_cluster, tmp_path: Path) -> N
     assert len(list((tmp_path / "out/trials").glob("*/result.json"))) == 2
 
 
-def test_ensemble_runs_pending_trials_on_node_groups(tmp_path: Path) -> None:
-    write_spec(tmp_path, '[overrides]\n"train.steps" = 3\n"model.n_layers" = 1\n[axes]\n"optim.lr" = [1e-3, 1e-2]\n')
-    assert sweep("spec.toml", cwd=tmp_path).returncode == 0
-    proc = sweep("ensemble", "spec.toml", "--nodes-per-trial", "1", cwd=tmp_path)
+def test_ensemble_runs_pending_trials_on_node_groups(early_commands) -> None:
+    results, tmp_path = early_commands.wait(timeout=600), early_commands.folder / "ensemble"
+    assert results["ensemble_plan"].returncode == 0, results["ensemble_plan"].stderr
+    proc = results["ensemble"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 trial(s) on 1 group(s) of 1 node(s)" in proc.stdout
     assert len(list((tmp_path / "out/trials").glob("*/result.json"))) == 2

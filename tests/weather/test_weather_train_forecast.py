@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,12 @@ def losses(run_dir: Path) -> dict[int, float]:
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "auroragpt.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+
+def _two_at_a_time(commands: list[tuple[str, ...]], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Independent single-process CLI runs, two at a time (one per core); results in order."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda args: cli(*args, cwd=cwd), commands))
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +101,9 @@ def test_forecast_is_reproducible_in_weatherbench2_layout_and_scores(runs, tmp_p
 
     common = ["weather", "forecast", str(runs["straight"]), "--init", "2020-01-09T00,2020-01-10T06", "--lead-steps", "3",
               "--members", "3", "--sampling-steps", "2", "--data", str(runs["data"])]
-    for name, seed in (("a.zarr", "5"), ("b.zarr", "5"), ("c.zarr", "6")):
-        r = cli(*common, "--out", name, "--seed", seed, cwd=tmp_path)
+    forecasts = [("--out", "a.zarr", "--seed", "5"), ("--out", "b.zarr", "--seed", "5"), ("--out", "c.zarr", "--seed", "6"),
+                 ("--out", "d.zarr", "--seed", "5", "--members", "1")]
+    for r in _two_at_a_time([(*common, *args) for args in forecasts], tmp_path):
         assert r.returncode == 0, r.stderr
     a, b, c = (xr.open_zarr(tmp_path / n) for n in ("a.zarr", "b.zarr", "c.zarr"))
     assert set(a.data_vars) == {"geopotential500", "temperature850", "2m_temperature"}
@@ -106,8 +114,6 @@ def test_forecast_is_reproducible_in_weatherbench2_layout_and_scores(runs, tmp_p
     assert not np.array_equal(a["temperature850"].values, c["temperature850"].values)
     # members differ from one another, and member 0 does not depend on the ensemble size
     assert np.abs(a["temperature850"].values[:, 0] - a["temperature850"].values[:, 1]).max() > 0
-    r = cli(*common, "--out", "d.zarr", "--seed", "5", "--members", "1", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(xr.open_zarr(tmp_path / "d.zarr")["temperature850"].values[:, 0],
                                   a["temperature850"].values[:, 0])
 
@@ -122,11 +128,15 @@ def test_forecast_is_reproducible_in_weatherbench2_layout_and_scores(runs, tmp_p
 
 
 def test_bad_inputs_are_one_paragraph_errors(runs, tmp_path):
-    r = cli("weather", "forecast", str(runs["straight"]), "--init", "1999-01-01T00", "--data", str(runs["data"]), cwd=tmp_path)
+    time_, missing, grid = _two_at_a_time([
+        ("weather", "forecast", str(runs["straight"]), "--init", "1999-01-01T00", "--data", str(runs["data"])),
+        ("train", "--config", str(REPO / "configs" / "weather-demo.toml"), f"--run.dir={tmp_path / 'x'}",
+         f"--data.path={tmp_path / 'missing.zarr'}"),
+        ("weather", "simulate", "--grid", "33x64", "--out", "x.zarr")], tmp_path)
+    r = time_
     assert r.returncode == 2 and "is not a time of the dataset" in r.stderr and "Traceback" not in r.stderr
-    r = cli("train", "--config", str(REPO / "configs" / "weather-demo.toml"), f"--run.dir={tmp_path / 'x'}",
-            f"--data.path={tmp_path / 'missing.zarr'}", cwd=tmp_path)
+    r = missing
     assert r.returncode == 2 and "does not exist" in r.stderr and "weather simulate" in r.stderr
-    r = cli("weather", "simulate", "--grid", "33x64", "--out", "x.zarr", cwd=tmp_path)
+    r = grid
     assert r.returncode == 2 and "--grid" in r.stderr
     assert not (tmp_path / "fc.zarr").exists()
