@@ -178,7 +178,10 @@ def test_two_replicas_serve_16_clients_like_a_direct_server(model_dir, tmp_path)
 
 
 def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(long_model_dir, tmp_path):
-    # streams longer than the 5 s a cancelled backend's uvicorn grants in-flight requests: only draining saves them
+    # The old job must be cancelled only once its last stream has ended. Each answer names the job that
+    # served it (X-AuroraGPT-Job), so the test checks when the old job's streams ended against when the
+    # old job left /v1/jobs. (The streams alone cannot tell: a cancelled backend's uvicorn grants
+    # in-flight requests 5 s, and a 3000-token stream of this model can end within that.)
     config = write_config(tmp_path, long_model_dir, min_replicas=1, max_tokens_cap=4000,
                           extra_site="walltime_s = 11\nrenew_before_s = 8")
     gw = Gateway(config)
@@ -194,9 +197,11 @@ def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(long_mod
                 # through the gateway: a full-length one started then only made the test wait for it
                 tokens = 64 if successor_up.is_set() else 3000
                 try:
-                    chunks = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=tokens, temperature=0,
-                                                       stream=True, extra_body={"ignore_eos": True})
-                    outcomes.append((sum(1 for c in chunks if c.choices), tokens))
+                    raw = client.completions.with_raw_response.create(
+                        model="tiny", prompt=PROMPT, max_tokens=tokens, temperature=0, stream=True,
+                        extra_body={"ignore_eos": True})
+                    got = sum(1 for c in raw.parse() if c.choices)
+                    outcomes.append((got, tokens, raw.headers.get("x-auroragpt-job"), time.monotonic()))
                 except BaseException as err:  # noqa: BLE001 - reported below
                     outcomes.append(err)
 
@@ -209,17 +214,24 @@ def test_a_job_near_its_walltime_is_replaced_without_dropping_a_request(long_mod
             if any(j["state"] == "running" and j["id"] != old for j in jobs):
                 successor_up.set()
             if old not in [j["id"] for j in jobs] and any(j["state"] == "running" for j in jobs):
+                old_gone_at = time.monotonic()
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         else:
             raise AssertionError(f"job {old} was never replaced; log:\n{gw.read_log()}")
-        time.sleep(1)
+        until = time.monotonic() + 60  # until the successor has answered too
+        while time.monotonic() < until and not any(isinstance(o, tuple) and o[2] != old for o in outcomes):
+            time.sleep(0.1)
         stop.set()
         for t in threads:
             t.join(timeout=120)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         assert not errors and len(outcomes) >= 2, errors[:3]
-        assert all(got == asked for got, asked in outcomes) and outcomes.count((3000, 3000)) >= 2, outcomes
+        assert all(got == asked for got, asked, *_ in outcomes) and [o[1] for o in outcomes].count(3000) >= 2, outcomes
+        served_by_old = [end for *_, job, end in outcomes if job == old]
+        assert len(served_by_old) >= 2 and {o[2] for o in outcomes} - {old}, outcomes  # both jobs answered
+        late = [round(end - old_gone_at, 2) for end in served_by_old if end > old_gone_at + 0.3]
+        assert not late, f"job {old} was cancelled while its streams still ran (they ended {late} s after)"
         with pytest.raises(ProcessLookupError):
             for _ in range(100):
                 os.kill(backend_pid(old), 0)

@@ -19,6 +19,8 @@ from auroragpt.gateway.pool import Pool, Replica
 from auroragpt.serve.protocol import APIError
 
 Account = Callable[[int, int], None]
+# names the backend job that answered, as in GET /v1/jobs: which replica served a slow or odd answer
+JOB_HEADER = "X-AuroraGPT-Job"
 # what a backend that dies, or a connection cut short, raises
 BROKEN = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, ValueError)
 
@@ -67,10 +69,10 @@ async def forward(pool: Pool, replica: Replica, path: str, body: dict, raw: byte
         if upstream.status == 200:
             account(*_usage_of(json.loads(content)))
         retry = upstream.headers.get("Retry-After")
-        return Response(content, status_code=upstream.status, media_type="application/json",
-                        headers={"Retry-After": retry} if retry else None)
+        headers = {JOB_HEADER: replica.job.id, **({"Retry-After": retry} if retry else {})}
+        return Response(content, status_code=upstream.status, media_type="application/json", headers=headers)
     return StreamingResponse(_relay(pool, replica, upstream, wants_usage, account), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+                             headers={"Cache-Control": "no-cache", JOB_HEADER: replica.job.id})
 
 
 async def _relay(pool: Pool, replica: Replica, upstream: aiohttp.ClientResponse, wants_usage: bool,
