@@ -130,3 +130,18 @@ def test_ranks_die_with_the_launcher(tmp_path: Path, launcher: str, signum: int)
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
     assert proc.returncode != 0
+
+
+def test_reports_of_two_ranks_on_one_merged_line_are_both_read() -> None:
+    """Under mpiexec the ranks' stderr is merged: a peer's echo failure and the root cause can land on
+    one line (seen in a loaded CI run, which then blamed rank 0 on host "vmauroragpt")."""
+    from auroragpt.runtime.launch import LaunchPlan
+    from auroragpt.runtime.runner import run_once
+
+    merged = ("[rank 1] RuntimeError: injected failure in rank 1\n"
+              "[rank 0] RuntimeError: [pair.cc:553] Connection closed by peer [127.0.0.1]:19875\n"
+              "auroragpt launch: rank 0 exited with code 1 on host vmauroragpt launch: rank 1 exited with code 1 on host vm\n")
+    script = f"import sys; sys.stderr.write({merged!r}); sys.exit(1)"
+    plan = LaunchPlan((sys.executable, "-c", script), "none", "none", ("localhost",), 2, 2, "none")
+    result = run_once(plan, grace_s=5, failure_grace_s=5)
+    assert (result.failed_rank, result.exit_code, result.failed_host) == ("1", 1, "vm")

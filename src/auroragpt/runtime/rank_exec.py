@@ -24,9 +24,18 @@ from auroragpt import pids
 from auroragpt.runtime.env import read_rank_info
 from auroragpt.errors import AuroraError
 
-FAILURE_PATTERN = re.compile(r"auroragpt launch: rank (\d+|\?) exited with code (\d+)(?:.*? on host (\S+))?")
+# The host stops where another report begins: ranks' reports can meet on one line of a merged stream.
+FAILURE_PATTERN = re.compile(r"auroragpt launch: rank (\d+|\?) exited with code (\d+)"
+                             r"(?:.*? on host (\S+?)(?=auroragpt launch:|\s|$))?")
 WATCH_INTERVAL_S = 0.5
 STOP_GRACE_S = 3.0
+
+
+def _report(line: str) -> None:
+    """One line to stderr in a single write: under mpiexec every rank's stderr is merged, and a line
+    written in two pieces (print's text, then its newline) can be split by another rank's line."""
+    sys.stderr.flush()
+    os.write(2, (line + "\n").encode())
 
 
 def _pump(source: BinaryIO, sink: BinaryIO, prefix: bytes) -> None:
@@ -121,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                                  **_child_options())
     except OSError as err:
         print(f"[rank {rank}] cannot start {args[0]!r}: {err.strerror}", file=sys.stderr, flush=True)
-        print(f"auroragpt launch: rank {rank} exited with code 127 on host {socket.gethostname()}",
-              file=sys.stderr, flush=True)
+        _report(f"auroragpt launch: rank {rank} exited with code 127 on host {socket.gethostname()}")
         return 127
 
     def forward(signum: int, _frame: object) -> None:
@@ -143,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     code = exit_code_of(returncode)
     if code != 0:
         how = f" (killed by {signal.Signals(-returncode).name})" if returncode < 0 and -returncode in signal.valid_signals() else ""
-        print(f"auroragpt launch: rank {rank} exited with code {code}{how} on host {socket.gethostname()}",
-              file=sys.stderr, flush=True)
+        _report(f"auroragpt launch: rank {rank} exited with code {code}{how} on host {socket.gethostname()}")
     return code
 
 

@@ -114,11 +114,11 @@ def _run_once(plan: LaunchPlan, grace_s: float, failure_grace_s: float) -> JobRe
             sink.write(line)
             sink.flush()
             text = line.decode("utf-8", "replace").rstrip("\n")
-            match = FAILURE_PATTERN.search(text) if scan else None
-            if match:
+            reports = list(FAILURE_PATTERN.finditer(text)) if scan else []
+            for match in reports:  # two ranks' reports may share a line of the merged stream
                 failures.append((match.group(1), int(match.group(2)), match.group(3), tuple(recent[match.group(1)])))
                 failure_times.append(time.monotonic())
-            elif not match and (tagged := RANK_LINE.match(text)):
+            if not reports and (tagged := RANK_LINE.match(text)):
                 recent[tagged.group(1)].append(tagged.group(2))
 
     def forward(signum: int, _frame: object) -> None:
