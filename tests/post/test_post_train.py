@@ -78,10 +78,11 @@ NO_CHECKPOINTS = {"every": 0, "save_at_end": False}  # for runs only compared wi
 LAYOUTS = {"fsdp2": {"dp_shard": -1}, "tp": {"dp_shard": 1, "tp": 2}, "pp": {"dp_shard": 1, "pp": 2}}
 DPO_LAYOUTS = {"fsdp2": ("fsdp2", "live"), "ddp": ("ddp", "live"), "tp": ("tp", "live"),
                "tp-loss-parallel": ("tp_loss_parallel", "live"),
-               "pp": ("pp", "live"), "pp-precomputed": ("pp", "precomputed")}
+               "pp": ("pp", "live"), "pp-precomputed": ("pp", "precomputed"), "hsdp": ("hsdp", "live")}
 # log-probs from logits left sharded over the vocabulary (torch's loss_parallel), as a large-vocabulary run uses
 DPO_ONLY_LAYOUTS = {"tp_loss_parallel": {"dp_shard": 1, "tp": 2, "loss_parallel": "true"},
-                    "ddp": {"dp_replicate": 2, "dp_shard": 1}}
+                    "ddp": {"dp_replicate": 2, "dp_shard": 1},
+                    "hsdp": {"dp_replicate": 2, "dp_shard": 2}}  # the one 4-rank case
 
 
 def _needed_runs(item: pytest.Item) -> list[str]:
@@ -125,7 +126,8 @@ def _run_jobs(post_data) -> dict[str, tuple]:
         two = _dpo_config(post_data, f"dpo_2{case}", reference=reference, **cache)
         text = two.read_text().replace("every = 4", "every = 0").replace("save_at_end = true", "save_at_end = false")
         two.write_text(text + "[parallel]\n" + "".join(f"{k} = {v}\n" for k, v in {**LAYOUTS, **DPO_ONLY_LAYOUTS}[layout].items()))
-        jobs[f"dpo_2{case}"] = (*launch, two)
+        ranks = "4" if layout == "hsdp" else "2"
+        jobs[f"dpo_2{case}"] = (launch[0], "-n", ranks, *launch[3:], two)
     learn = _dpo_config(post_data, "dpo_learn", reference="precomputed", reference_cache=str(root / "learn.npz"))
     text = learn.read_text().replace(f"steps = {STEPS}", "steps = 40").replace("every = 4", "every = 0")
     learn.write_text(text.replace("lr = 0.002", "lr = 0.003"))
@@ -187,8 +189,9 @@ def test_dpo_starts_at_ln2(runs):
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-6) and first["reward_margin"] == pytest.approx(0, abs=1e-6)
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in ("pp-precomputed", "ddp") else c
-                                  for c in DPO_LAYOUTS])  # precomputed = live is shown on 1 rank in CI; DDP is FSDP2's simpler sibling
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in ("pp-precomputed", "ddp", "hsdp") else c
+                                  for c in DPO_LAYOUTS])  # precomputed = live is shown on 1 rank in CI; DDP is FSDP2's
+# simpler sibling; HSDP (2 x 2 ranks) is FSDP2 inside DDP and costs a 4-rank launch
 def test_dpo_two_rank_layouts_match_one_rank(post_data, runs, case):
     """Losses and every DPO metric (rewards, accuracy, margin, log-probs) of a 2-rank run equal 1 rank's.
     Under pipeline parallelism the live reference runs as its own pipeline of the policy's stages;
